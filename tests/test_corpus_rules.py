@@ -1,0 +1,70 @@
+"""Label and group rules of the builtin corpus, and the local source's grouping."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from qvad.corpus_builtin import PackageError, classify, collect_builtin, is_music
+from qvad.corpus_local import collect_local
+
+
+@pytest.mark.parametrize("package, path, label, group", [
+    ("asterisk-core-sounds-en-wav", "usr/share/asterisk/sounds/en_US_f_Allison/vm-goodbye.wav", "speech", "asterisk:Allison"),
+    ("asterisk-core-sounds-en-wav", "usr/share/asterisk/sounds/en_US_f_Allison/digits/5.wav", "speech", "asterisk:Allison"),
+    ("klettres-data", "usr/share/klettres/pt_BR/alpha/a.ogg", "speech", "lang:pt"),
+    ("ktuberling-data", "usr/share/ktuberling/sounds/pt/olho.ogg", "speech", "lang:pt"),
+    ("ktuberling-data", "usr/share/ktuberling/sounds/sr@latin/oko.ogg", "speech", "lang:sr"),
+    ("fillets-ng-data-cs", "usr/share/games/fillets-ng/sound/city/cs/vit-m-proc.ogg", "speech", "fillets:m"),
+    ("fillets-ng-data-cs", "usr/share/games/fillets-ng/sound/city/cs/vit-hs-klid1.ogg", "speech", "fillets:other"),
+    ("lincity-ng-data", "usr/share/games/lincity-ng/sounds/Farm2.wav", "nonspeech", "lincity:farm"),
+    ("warzone2100-music", "usr/share/games/warzone2100/music/albums/legacy_soundtrack/track9.opus", "nonspeech",
+     "warzone:legacy_soundtrack/track9"),
+    ("colobot-common-sounds", "usr/share/games/colobot/sounds/sound038.wav", "nonspeech", "colobot:sound038"),
+])
+def test_rules_give_label_and_group(package, path, label, group):
+    rule = classify(package, path)
+    assert (rule.label, rule.group, rule.excluded) == (label, group, None)
+
+
+@pytest.mark.parametrize("package, path", [
+    ("sound-theme-freedesktop", "usr/share/sounds/freedesktop/stereo/audio-channel-front-left.oga"),
+    ("lincity-ng-data", "usr/share/games/lincity-ng/sounds/Click.wav"),
+    ("lincity-ng-data", "usr/share/games/lincity-ng/sounds/SubstationOn.wav"),
+    ("asterisk-core-sounds-en-wav", "usr/share/asterisk/sounds/en_US_f_Allison/silence/1.wav"),
+    ("asterisk-core-sounds-en-wav", "usr/share/asterisk/sounds/en_US_f_Allison/beep.wav"),
+    ("asterisk-core-sounds-en-wav", "usr/share/asterisk/sounds/en_US_f_Allison/tt-monkeys.wav"),
+])
+def test_known_traps_are_excluded_with_a_reason(package, path):
+    rule = classify(package, path)
+    assert rule.label is None and rule.excluded
+
+
+def test_music_is_recognised():
+    assert is_music("warzone2100-music", "usr/share/games/warzone2100/music/menu.opus")
+    assert is_music("lincity-ng-data", "usr/share/games/lincity-ng/music/default/01.ogg")
+    assert not is_music("lincity-ng-data", "usr/share/games/lincity-ng/sounds/Farm1.wav")
+
+
+def test_unknown_package_is_a_clear_error(tmp_path):
+    with pytest.raises(PackageError, match="no-such-package"):
+        collect_builtin(["no-such-package"], tmp_path)
+
+
+def test_local_source_groups(tmp_path):
+    tone = np.sin(np.arange(1600) / 3).astype(np.float32) * 0.3
+    for rel in ["speech/alice/1.wav", "speech/alice/2.wav", "speech/bob.wav", "nonspeech/rain/a.wav"]:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        sf.write(tmp_path / rel, tone, 16_000)
+    (tmp_path / "groups.csv").write_text("path,group\nspeech/bob.wav,robert\n")
+    items = {it.source_path: it for it in collect_local(tmp_path)}
+    assert items["speech/alice/1.wav"].group == items["speech/alice/2.wav"].group == "local:speech:alice"
+    assert items["speech/bob.wav"].group == "local:speech:robert"
+    assert items["nonspeech/rain/a.wav"].label == "nonspeech"
+
+
+def test_local_source_needs_both_class_folders(tmp_path):
+    (tmp_path / "speech").mkdir()
+    with pytest.raises(FileNotFoundError, match="nonspeech"):
+        collect_local(tmp_path)
