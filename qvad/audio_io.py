@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import soxr
+from scipy.io import wavfile
 
 from qvad import SAMPLE_RATE
 from qvad.atomic import atomic_path
@@ -44,10 +45,12 @@ def load_audio(
     target_sr: int = SAMPLE_RATE,
     max_seconds: float | None = None,
     min_seconds: float = 0.0,
+    start_seconds: float = 0.0,
 ) -> tuple[np.ndarray, int]:
     """Read ``path`` as mono float32 at ``target_sr``; return ``(samples, original_rate)``.
 
-    ``max_seconds`` reads only the start of long files (music tracks run for minutes).
+    ``max_seconds`` reads only that much (music tracks run for minutes), from
+    ``start_seconds`` on (a region of a long recording is read without decoding the rest).
     Raises :class:`AudioError` for unreadable, empty, too short, non-finite or silent audio.
     """
     path = Path(path)
@@ -60,6 +63,8 @@ def load_audio(
             sr = int(f.samplerate)
             if sr <= 0:
                 raise AudioError(path, f"invalid sample rate {sr}")
+            if start_seconds:
+                f.seek(min(int(round(start_seconds * sr)), f.frames))
             frames = -1 if max_seconds is None else int(round(max_seconds * sr))
             data = f.read(frames=frames, dtype="float32", always_2d=True)
     except AudioError:
@@ -79,9 +84,13 @@ def load_audio(
 
 
 def write_wav(path: str | os.PathLike, x: np.ndarray, sr: int = SAMPLE_RATE) -> None:
-    """Write float32 mono WAV atomically (the bytes depend only on the samples)."""
+    """Write float32 mono WAV atomically.
+
+    scipy rather than soundfile: libsndfile stamps float WAVs with a PEAK chunk holding
+    the write time, so the same samples would give different bytes (and DVC hashes).
+    """
     with atomic_path(path, suffix=".wav") as tmp:
-        sf.write(str(tmp), np.asarray(x, dtype=np.float32), sr, subtype="FLOAT", format="WAV")
+        wavfile.write(tmp, sr, np.asarray(x, dtype=np.float32))
 
 
 def read_wav(path: str | os.PathLike) -> np.ndarray:

@@ -62,13 +62,11 @@ def _decode_one(args: tuple[RawItem, str, float]) -> dict:
     item, out_dir, max_seconds = args
     if item.label not in LABELS:
         return {"failure": f"label {item.label!r} not in {LABELS}", "item": item}
-    want = max_seconds if item.end_s is None else min(max_seconds, item.end_s)
+    want = max_seconds if item.end_s is None else min(max_seconds, item.end_s - item.start_s)
     try:
-        x, sr = load_audio(item.src, max_seconds=want)
+        x, sr = load_audio(item.src, max_seconds=want, start_seconds=item.start_s)
     except AudioError as exc:
         return {"failure": exc.reason, "item": item}
-    start = int(round(item.start_s * SAMPLE_RATE))
-    x = x[start:]
     if x.size == 0 or float(np.max(np.abs(x))) == 0.0:
         return {"failure": "region empty or silent", "item": item}
     rel = Path(out_dir) / f"{item.id}.wav"

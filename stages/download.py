@@ -13,6 +13,7 @@ from qvad.atomic import write_csv, write_json
 from qvad.corpus_builtin import collect_builtin
 from qvad.corpus_local import collect_local
 from qvad.manifest import decode_items
+from qvad.public_sources import collect_noise_musan, collect_public
 from qvad.params import choice, get, load_params, require
 
 OUT = Path("data/raw")
@@ -47,8 +48,8 @@ def main() -> None:
         require(get(params, "data.local_dir") is not None, "data.local_dir", "required when data.source=local")
         items = collect_local(get(params, "data.local_dir"))
     else:
-        from qvad.public_sources import collect_public
         items = collect_public(params["data"], cache)
+    items += collect_noise_musan(params["data"], cache)
     items = _subsample(items, per_pkg, int(params["seed"]))
 
     if OUT.exists():
