@@ -37,7 +37,9 @@ def merge(base: dict, over: dict) -> dict:
 
 
 def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "TQDM_DISABLE": "1", "PYTHONPATH": str(cwd)}
+    # dvc.yaml says `python`: make it the interpreter running the tests (the venv's).
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    env = {**os.environ, "TQDM_DISABLE": "1", "PYTHONPATH": str(cwd), "PATH": path}
     res = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     if check and res.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({res.returncode}):\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
