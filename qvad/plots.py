@@ -23,6 +23,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from qvad.atomic import atomic_path
+from qvad.stats import expected_calibration_error
 
 DPI = 120
 CLASS_NAMES = ("non-speech", "speech")
@@ -147,12 +148,6 @@ def _reliability_bins(prob: np.ndarray, label: np.ndarray, n_bins: int) -> pd.Da
     return stats.reindex(range(n_bins)).fillna({"count": 0})
 
 
-def _ece(bins: pd.DataFrame) -> float:
-    """Count-weighted mean |frequency - confidence| over the non-empty bins of ``_reliability_bins``."""
-    full = bins[bins["count"] > 0]
-    return float((full["count"] * (full["freq"] - full["conf"]).abs()).sum() / full["count"].sum())
-
-
 def reliability_png(df: pd.DataFrame, path: str | os.PathLike, *, n_bins: int = 10,
                     temperature: float | None = None) -> None:
     """Write a reliability diagram before and after temperature scaling, with bin counts below.
@@ -173,8 +168,9 @@ def reliability_png(df: pd.DataFrame, path: str | os.PathLike, *, n_bins: int = 
     with _figure(path, (5.0, 6.0)) as fig:
         top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
         top.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":", label="perfect calibration")
+        cols = {"before": "prob_raw", "after": "prob_calibrated"}
         for i, (name, bins) in enumerate(series.items()):
-            ece = _ece(bins)
+            ece = expected_calibration_error(df[cols[name]].to_numpy(dtype=np.float64), label.astype(int))
             top.plot(bins["conf"], bins["freq"], marker="o", color=f"C{i}", label=f"{name} (ECE {ece:.3f})")
             bottom.bar(centres + (i - 0.5) * width, bins["count"], width=width, color=f"C{i}", label=name)
         top.set_ylabel("observed speech frequency")

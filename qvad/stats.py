@@ -263,14 +263,15 @@ def mcnemar_exact(correct_a: object, correct_b: object) -> dict[str, float | int
 
 
 def speech_margin(logits: object) -> np.ndarray:
-    """Log-odds of "speech": a 1-D margin as is, or ``logits[:, 1] - logits[:, 0]`` for ``(n, 2)``.
+    """Log-odds of "speech": a 1-D margin as is, or ``logits[:, 0] - logits[:, 1]`` for ``(n, 2)``.
 
-    The two-answer softmax depends only on this difference, so temperature
+    ``(n, 2)`` logits follow the scorer's convention (qvad.scoring): column 0 is answer
+    'A' = SPEECH, column 1 is 'B' = NONSPEECH. The two-answer softmax depends only on this difference, so temperature
     scaling of the two logits is temperature scaling of the margin.
     """
     arr = np.asarray(logits, dtype=float)
     if arr.ndim == 2 and arr.shape[1] == 2:
-        arr = arr[:, 1] - arr[:, 0]
+        arr = arr[:, 0] - arr[:, 1]
     elif arr.ndim != 1:
         raise ValueError(f"logits must be 1-D margins or shape (n, 2), got {arr.shape}")
     if arr.size == 0:

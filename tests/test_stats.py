@@ -119,7 +119,7 @@ def test_fit_temperature_recovers_known_temperature() -> None:
     labels = (rng.random(true_margin.size) < special.expit(true_margin)).astype(int)
     overconfident = 2.5 * true_margin  # a model whose logits are 2.5x too large
     assert stats.fit_temperature(overconfident, labels) == pytest.approx(2.5, rel=0.05)
-    two_col = np.column_stack([np.zeros_like(overconfident), overconfident])
+    two_col = np.column_stack([overconfident, np.zeros_like(overconfident)])  # column 0 = 'A' = speech
     assert stats.fit_temperature(two_col, labels) == pytest.approx(stats.fit_temperature(overconfident, labels))
     calibrated = stats.apply_temperature(overconfident, 2.5)
     np.testing.assert_allclose(calibrated, special.expit(true_margin))

@@ -1,0 +1,180 @@
+"""Load Qwen2-Audio (tiny offline build or the real 7B) and put LoRA on exactly the intended modules.
+
+Everything model-shaped that a stage does before training or scoring lives here, so training
+and evaluation cannot drift apart: same dtype rules, same quantization, same encoder path,
+same LoRA scope.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
+from transformers import AutoProcessor, BitsAndBytesConfig, Qwen2AudioForConditionalGeneration
+from transformers.models.qwen2_audio.modeling_qwen2_audio import Qwen2AudioModel
+
+from qvad.encoder_trunc import enable_encoder_truncation
+
+PRESETS = ("tiny", "qwen2-audio-7b-instruct")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+AUDIO_MODULES = ("model.audio_tower", "model.multi_modal_projector")
+"""Top-level names (transformers 5 layout) of the parts that feed audio into the language model."""
+
+_LM_LAYERS = r"model\.language_model\.layers\.\d+\."
+_AUDIO_LAYERS = r"model\.audio_tower\.layers\.\d+\."
+_LM_TARGETS = {
+    "attention": r"self_attn\.(q_proj|k_proj|v_proj|o_proj)",
+    "attention+mlp": r"(self_attn\.(q_proj|k_proj|v_proj|o_proj)|mlp\.(gate_proj|up_proj|down_proj))",
+}
+_AUDIO_TARGETS = {
+    # The Whisper-style encoder names its attention output ``out_proj`` and its MLP ``fc1``/``fc2``.
+    "attention": r"self_attn\.(q_proj|k_proj|v_proj|out_proj)",
+    "attention+mlp": r"(self_attn\.(q_proj|k_proj|v_proj|out_proj)|fc1|fc2)",
+}
+
+
+def _resolve_dtype(model_cfg: Mapping[str, Any]) -> torch.dtype:
+    """Weight dtype for the non-quantized parts: 'bf16'/'nf4' imply bfloat16, else ``dtype`` (float32)."""
+    quant = model_cfg.get("quantization", "none")
+    name = model_cfg.get("dtype") or ("bfloat16" if quant in ("bf16", "nf4") else "float32")
+    if name not in DTYPES:
+        raise ValueError(f"model.dtype must be one of {sorted(DTYPES)}, got {name!r}")
+    if quant in ("bf16", "nf4") and name != "bfloat16":
+        raise ValueError(f"model.quantization={quant!r} needs model.dtype bfloat16 (or null), got {name!r}")
+    return DTYPES[name]
+
+
+def _quantization_config(quant: str) -> BitsAndBytesConfig | None:
+    """NF4 for the language model only; the audio path and lm_head stay in bf16.
+
+    The audio tower and projector are small and precision-sensitive, and scoring reads two
+    rows of lm_head directly, so none of them may become 4-bit. Listing skips explicitly drops
+    transformers' default skip of lm_head, hence it is named too.
+    """
+    if quant in ("none", "bf16"):
+        return None
+    if quant != "nf4":
+        raise ValueError(f"model.quantization must be 'none', 'bf16' or 'nf4', got {quant!r}")
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.bfloat16,
+        llm_int8_skip_modules=[*AUDIO_MODULES, "lm_head"],
+    )
+
+
+def _cast_features_hook(module: Qwen2AudioModel, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+    """Cast the processor's float32 mel to the audio tower's dtype (the model itself does not)."""
+    features = kwargs.get("input_features")
+    if features is None:
+        return None
+    dtype = next(module.audio_tower.parameters()).dtype
+    return None if features.dtype == dtype else (args, {**kwargs, "input_features": features.to(dtype)})
+
+
+def load_model_and_processor(
+    model_cfg: Mapping[str, Any], device: str | torch.device, for_training: bool
+) -> tuple[Qwen2AudioForConditionalGeneration, Any]:
+    """Load the checkpoint named by ``model.*`` params and its processor, ready for ``device``.
+
+    Keys: ``preset`` ('tiny' | 'qwen2-audio-7b-instruct'), ``path`` (local dir for tiny, hub id
+    for real), ``quantization`` ('none' | 'bf16' | 'nf4'), ``dtype`` (float32 | bfloat16 | float16 |
+    null), ``truncate_encoder`` (bool, default true), ``truncate_multiple`` (even int, default 20),
+    ``gradient_checkpointing`` (bool, default false; training only). Safetensors only and never
+    remote code: a checkpoint must not be able to run code here. Returns the model in eval mode.
+    """
+    preset = model_cfg.get("preset")
+    if preset not in PRESETS:
+        raise ValueError(f"model.preset must be one of {PRESETS}, got {preset!r}")
+    path = model_cfg.get("path")
+    if not path:
+        raise ValueError("model.path is required (local dir for 'tiny', hub id or dir for the real model)")
+    if preset == "tiny" and not (Path(path) / "config.json").is_file():
+        raise FileNotFoundError(
+            f"tiny checkpoint not found at {path}: build it with qvad.model_tiny.build_tiny_checkpoint"
+        )
+    quant = model_cfg.get("quantization", "none")
+    quant_config = _quantization_config(quant)
+    model = Qwen2AudioForConditionalGeneration.from_pretrained(
+        path,
+        dtype=_resolve_dtype(model_cfg),
+        quantization_config=quant_config,
+        device_map={"": torch.device(device)},
+        use_safetensors=True,
+        trust_remote_code=False,
+    )
+    processor = AutoProcessor.from_pretrained(path, trust_remote_code=False)
+    if model.config.audio_token_id != processor.audio_token_id:
+        raise ValueError(
+            f"model audio_token_id {model.config.audio_token_id} != processor's {processor.audio_token_id}"
+        )
+    checkpointing = bool(model_cfg.get("gradient_checkpointing", False)) and for_training
+    if for_training and quant_config is not None:
+        model = prepare_model_for_kbit_training(
+            model,
+            use_gradient_checkpointing=checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False},
+        )
+    elif checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    # Without this a bf16 model fails on the processor's float32 mel ("Input type (float) and
+    # bias type (BFloat16) should be the same"); here it holds for training, scoring and generate.
+    model.model.register_forward_pre_hook(_cast_features_hook, with_kwargs=True)
+    if model_cfg.get("truncate_encoder", True):
+        enable_encoder_truncation(model, int(model_cfg.get("truncate_multiple", 20)))
+    model.eval()
+    return model, processor
+
+
+def lora_target_regex(targets: str, include_audio_tower: bool) -> str:
+    """Full-match regex over module names: LM layers' projections, plus the encoder's only if asked.
+
+    A plain list like ``["q_proj", "k_proj", "v_proj", "o_proj"]`` would also hit the audio
+    tower's q/k/v (peft matches name suffixes), so the scope is anchored on the module path.
+    """
+    if targets not in _LM_TARGETS:
+        raise ValueError(f"lora.targets must be one of {sorted(_LM_TARGETS)}, got {targets!r}")
+    pattern = _LM_LAYERS + _LM_TARGETS[targets]
+    if include_audio_tower:
+        pattern = f"({pattern})|({_AUDIO_LAYERS}{_AUDIO_TARGETS[targets]})"
+    return pattern
+
+
+def apply_lora(
+    model: Qwen2AudioForConditionalGeneration, lora_cfg: Mapping[str, Any], preset: str
+) -> tuple[PeftModel, dict[str, int]]:
+    """Wrap ``model`` with LoRA per ``lora.*`` params; return the peft model and parameter counts.
+
+    Keys: ``r``, ``alpha``, ``dropout``, ``targets`` ('attention' | 'attention+mlp'),
+    ``include_audio_tower`` (default false). For preset 'tiny' nothing is pretrained, so the audio
+    tower and projector are trained in full (peft ``modules_to_save``, hence saved with the
+    adapter) while the language model takes LoRA. Counts: ``total`` (all parameters, peft's
+    trainable copies included), ``trainable``, ``lora``, ``full`` (trainable non-LoRA parameters).
+    """
+    if preset not in PRESETS:
+        raise ValueError(f"preset must be one of {PRESETS}, got {preset!r}")
+    include_audio = bool(lora_cfg.get("include_audio_tower", False))
+    if preset == "tiny" and include_audio:
+        raise ValueError(
+            "lora.include_audio_tower is meaningless for preset 'tiny': its audio tower is trained in full"
+        )
+    config = LoraConfig(
+        r=int(lora_cfg["r"]),
+        lora_alpha=lora_cfg["alpha"],
+        lora_dropout=float(lora_cfg.get("dropout", 0.0)),
+        target_modules=lora_target_regex(lora_cfg.get("targets", "attention"), include_audio),
+        modules_to_save=[name.rsplit(".", 1)[-1] for name in AUDIO_MODULES] if preset == "tiny" else None,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    peft_model = get_peft_model(model, config)
+    trainable, total = peft_model.get_nb_trainable_parameters()
+    lora = sum(p.numel() for n, p in peft_model.named_parameters() if p.requires_grad and "lora_" in n)
+    counts = {"total": int(total), "trainable": int(trainable), "lora": int(lora), "full": int(trainable - lora)}
+    if lora == 0:
+        raise RuntimeError(f"LoRA matched no module with pattern {config.target_modules!r}")
+    return peft_model, counts

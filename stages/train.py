@@ -1,0 +1,94 @@
+"""Stage train: LoRA / QLoRA fine-tuning of Qwen2-Audio on the A/B speech question."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from qvad.atomic import write_csv, write_json
+from qvad.collate import ABCollator
+from qvad.dataset import ClipDataset
+from qvad.encoder_trunc import enable_encoder_truncation
+from qvad.model_load import apply_lora, load_model_and_processor
+from qvad.model_store import ADAPTER, device, prepare_base
+from qvad.params import get, load_params, require
+from qvad.training import (ABTrainer, AugmentingCollator, LossHistory, prepare_checkpoint_dir, run_key,
+                           training_arguments)
+
+CKPT = Path("models/checkpoints")
+SPLITS = [Path("data/splits/train.csv"), Path("data/splits/dev.csv")]
+
+
+def check(cfg: dict) -> None:
+    """Fail early, naming the key, on a training value that cannot work."""
+    for key in ("epochs", "learning_rate", "batch_size", "grad_accum", "eval_steps"):
+        require(cfg[key] > 0, f"train.{key}", "must be > 0")
+    require(cfg["select_on"] in ("eval_loss", "eval_balanced_accuracy"), "train.select_on",
+            "must be eval_loss or eval_balanced_accuracy")
+
+
+def main() -> None:
+    params = load_params()
+    seed = int(params["seed"])
+    cfg, model_cfg, lora_cfg, prompt_cfg = (dict(get(params, k)) for k in ("train", "model", "lora", "prompt"))
+    check(cfg)
+    torch.manual_seed(seed)
+    dev_name = device()
+    model_cfg = prepare_base(model_cfg, seed)
+    model, processor = load_model_and_processor(model_cfg, dev_name, for_training=True)
+    model, counts = apply_lora(model, lora_cfg, model_cfg["preset"])
+    if model_cfg.get("truncate_encoder", True):  # peft's trainable copies of the tower too
+        enable_encoder_truncation(model, int(model_cfg.get("truncate_multiple", 20)))
+
+    train_set, dev_set = ClipDataset(SPLITS[0]), ClipDataset(SPLITS[1])
+    resume = prepare_checkpoint_dir(CKPT, run_key({k: params[k] for k in ("seed", "train", "model", "lora", "prompt")},
+                                                  SPLITS))
+    history = LossHistory()
+    trainer = ABTrainer(
+        model=model,
+        args=training_arguments(cfg, CKPT, seed, use_cpu=dev_name == "cpu",
+                                bf16=dev_name == "cuda" and model_cfg.get("dtype") == "bfloat16"),
+        train_dataset=train_set,
+        eval_dataset=dev_set,
+        data_collator=AugmentingCollator(ABCollator(processor, prompt_cfg), cfg["spec_augment"], seed),
+        processing_class=processor,
+        callbacks=[history],
+        dev_set=dev_set,
+        prompt_cfg=prompt_cfg,
+        score_batch=cfg["batch_size"] * 2,
+    )
+    start = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=True if resume else None)
+    wall = time.perf_counter() - start
+    best = trainer.evaluate()
+
+    if ADAPTER.exists():
+        shutil.rmtree(ADAPTER)
+    trainer.model.save_pretrained(ADAPTER, safe_serialization=True)
+    processor.save_pretrained(ADAPTER)
+    write_json(ADAPTER / "train_params.json", {k: params[k] for k in ("seed", "model", "lora", "train", "prompt")})
+    log = pd.DataFrame(history.rows)
+    write_csv("plots/train_loss.csv", log.groupby("step", as_index=False).first())
+    write_json("metrics/train.json", {
+        "preset": model_cfg["preset"],
+        "audio_tower": "trained in full (tiny preset has no pretrained weights)" if model_cfg["preset"] == "tiny"
+        else ("LoRA" if lora_cfg.get("include_audio_tower") else "frozen"),
+        "steps": int(result.global_step),
+        "resumed": bool(resume),
+        "final_train_loss": round(float(log["train_loss"].dropna().iloc[-1]), 5),
+        "best_dev_loss": round(float(best["eval_loss"]), 5),
+        "best_dev_balanced_accuracy": round(float(best["eval_balanced_accuracy"]), 5),
+        "best_checkpoint": Path(trainer.state.best_model_checkpoint or "").name,
+        "train_clips_per_second": round(len(train_set) * cfg["epochs"] / wall, 3),
+        "trainable_parameters": {k: int(v) for k, v in counts.items()},
+        "device": dev_name,
+    })
+    shutil.rmtree(CKPT, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

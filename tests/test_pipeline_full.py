@@ -1,0 +1,79 @@
+"""The whole chain on tiny params: repro, interrupted training that resumes, an experiment, a metrics diff."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.test_pipeline_e2e import DVC, TINY, make_copy, merge, run
+
+FULL = merge(TINY, {
+    "train": {"epochs": 2, "batch_size": 8, "eval_steps": 4, "logging_steps": 2, "warmup_steps": 2},
+    "evaluate": {"n_boot": 100},
+    "psychometric": {"bases_per_class": 3, "n_boot": 20, "durations_ms": [20, 80, 200, 1000],
+                     "snrs_db": [-10, 0, 10, 20], "snr_durations_ms": [1000], "rt60_s": [0.6]},
+})
+
+
+def git(repo: Path, *args: str) -> None:
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=repo, check=True,
+                   capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def full_repo(tmp_path_factory) -> Path:
+    repo = make_copy(tmp_path_factory.mktemp("e2e_full"), FULL)
+    run([*DVC, "config", "--local", "core.no_scm", "false"], repo)
+    git(repo, "init", "-q")
+    run([*DVC, "repro"], repo)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "baseline")
+    return repo
+
+
+def test_whole_chain_writes_every_metric(full_repo):
+    ev = json.loads((full_repo / "metrics/eval.json").read_text())
+    assert set(ev["systems"]) == {"model", "webrtc", "silero"}
+    for name, m in ev["systems"].items():
+        lo, hi = m["balanced_accuracy_ci95"]
+        assert lo <= m["balanced_accuracy"] <= hi and m["n"] == ev["test_clips"]
+    assert 0 <= ev["systems"]["silero"]["mcnemar_vs_model"]["p_value"] <= 1
+    assert "yes" in ev["systems"]["silero"]["used_in_label_hygiene"]
+    psy = json.loads((full_repo / "metrics/psychometric.json").read_text())
+    assert {"DT75", "DT90", "DT50", "SNR-75@1000ms"} <= set(psy["systems"]["model"])
+    train = json.loads((full_repo / "metrics/train.json").read_text())
+    assert train["preset"] == "tiny" and train["trainable_parameters"]["lora"] > 0
+    for png in ("confusion", "accuracy_vs_snr", "reliability", "psychometric_duration"):
+        assert (full_repo / f"plots/{png}.png").stat().st_size > 1000
+
+
+def test_exp_run_changes_lora_rank_and_metrics_diff_shows_it(full_repo):
+    run([*DVC, "exp", "run", "-S", "lora.r=32"], full_repo)
+    diff = run([*DVC, "metrics", "diff", "--json"], full_repo).stdout
+    changes = json.loads(diff)["metrics/train.json"]
+    lora = changes["trainable_parameters.lora"]
+    assert lora["new"] == 2 * lora["old"]
+
+
+def test_interrupted_training_resumes_from_checkpoint(full_repo):
+    """Kill `train` once a checkpoint exists; the next run resumes from it."""
+    env_run = run  # same environment as every other stage
+    ckpt = full_repo / "models/checkpoints"
+    proc = subprocess.Popen([sys.executable, "-m", "stages.train"], cwd=full_repo,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**__import__("os").environ, "PYTHONPATH": str(full_repo), "TQDM_DISABLE": "1"})
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(ckpt.glob("checkpoint-*/trainer_state.json")):
+        time.sleep(0.5)
+    assert proc.poll() is None, "training finished before it could be interrupted"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    env_run([sys.executable, "-m", "stages.train"], full_repo)
+    train = json.loads((full_repo / "metrics/train.json").read_text())
+    assert train["resumed"] is True and train["steps"] > 0
