@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -103,10 +104,11 @@ def main() -> None:
     write_json("metrics/psychometric.json", metrics)
     pts, crv, ths = (pd.concat(x, ignore_index=True) for x in (all_points, all_curves, all_thresholds))
     write_csv("plots/psychometric_points.csv", pts)
+    shutil.rmtree("plots/psychometric", ignore_errors=True)  # one PNG per condition of *these* params
     for cond in pts["condition"].unique():
         stim = "duration_ms" if cond == "duration" else "snr_db"
         sel = (lambda df: df[df["condition"] == cond])  # noqa: E731
-        psychometric_png(sel(pts), sel(crv), sel(ths), f"plots/psychometric_{cond.replace('@', '_')}.png", x=stim,
+        psychometric_png(sel(pts), sel(crv), sel(ths), f"plots/psychometric/{cond.replace('@', '_')}.png", x=stim,
                          y_label="balanced accuracy")
 
 

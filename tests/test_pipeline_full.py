@@ -49,7 +49,7 @@ def test_whole_chain_writes_every_metric(full_repo):
     assert {"DT75", "DT90", "DT50", "SNR-75@1000ms"} <= set(psy["systems"]["model"])
     train = json.loads((full_repo / "metrics/train.json").read_text())
     assert train["preset"] == "tiny" and train["trainable_parameters"]["lora"] > 0
-    for png in ("confusion", "accuracy_vs_snr", "reliability", "psychometric_duration"):
+    for png in ("confusion", "accuracy_vs_snr", "reliability", "psychometric/duration", "psychometric/snr_1000ms"):
         assert (full_repo / f"plots/{png}.png").stat().st_size > 1000
 
 
