@@ -18,7 +18,7 @@ from qvad.normalize import normalize
 from qvad.render import cut_source
 
 
-def test_segments(segments: pd.DataFrame, groups: pd.DataFrame) -> pd.DataFrame:
+def held_out_segments(segments: pd.DataFrame, groups: pd.DataFrame) -> pd.DataFrame:
     """Hygiene segments whose source group was assigned to the test split (and nothing else)."""
     test = set(groups.loc[(groups["split"] == "test") & (groups["kind"] == "source"), "group"])
     return segments[segments["group"].isin(test)]

@@ -50,6 +50,11 @@ def main() -> None:
     sources, noise = split_pools(segments, cfg["noise_packages"])
     groups = plan_groups(sources, noise, get(params, "split.fractions"), seed)
     plan = plan_clips(sources, noise, groups, cfg, seed)
+    for label, df in plan.groupby("label"):
+        top = df["group"].value_counts(normalize=True)
+        require(top.iloc[0] <= cfg["max_group_share"], "mix.max_group_share",
+                f"{label} group {top.index[0]!r} would give {top.iloc[0]:.3f} of the class: too few "
+                f"{label} groups ({len(top)}) for this cap")
 
     if OUT.exists():
         shutil.rmtree(OUT)

@@ -16,7 +16,7 @@ from qvad.params import get, load_params
 from qvad.plots import psychometric_png
 from qvad.psychometric_fit import bootstrap_thresholds, fit_psychometric
 from qvad.scoring import score_ab_logits
-from qvad.variants import build_variants, pick_bases, test_segments
+from qvad.variants import build_variants, pick_bases, held_out_segments
 
 
 def predictions(audio: list, params: dict) -> dict[str, np.ndarray]:
@@ -67,7 +67,7 @@ def summary(row: pd.Series) -> dict:
 def main() -> None:
     params = load_params()
     cfg, seed = get(params, "psychometric"), int(params["seed"])
-    segments = test_segments(pd.read_csv("data/hygiene/manifest.csv", keep_default_na=False),
+    segments = held_out_segments(pd.read_csv("data/hygiene/manifest.csv", keep_default_na=False),
                              pd.read_csv("data/mixed/groups.csv"))
     bases = pick_bases(segments, cfg["bases_per_class"], cfg["base_ms"] / 1000, seed)
     table, audio = build_variants(bases, cfg, get(params, "mix"), get(params, "normalize"),

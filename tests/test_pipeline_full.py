@@ -31,6 +31,8 @@ def full_repo(tmp_path_factory) -> Path:
     repo = make_copy(tmp_path_factory.mktemp("e2e_full"), FULL)
     run([*DVC, "config", "--local", "core.no_scm", "false"], repo)
     git(repo, "init", "-q")
+    git(repo, "config", "user.name", "e2e")  # CI machines may have no global git identity
+    git(repo, "config", "user.email", "e2e@localhost")
     run([*DVC, "repro"], repo)
     git(repo, "add", "-A")
     git(repo, "commit", "-qm", "baseline")
