@@ -43,4 +43,4 @@ def system_metrics(test: pd.DataFrame, pred: np.ndarray, n_boot: int, seed: int)
 def mcnemar(test_y: np.ndarray, model_pred: np.ndarray, other_pred: np.ndarray) -> dict:
     """Exact McNemar of the model against another system on the same clips."""
     res = stats.mcnemar_exact(model_pred == test_y, other_pred == test_y)
-    return {k: (round(float(v), 6) if isinstance(v, float) else int(v)) for k, v in res.items()}
+    return {k: (float(f"{v:.4g}") if isinstance(v, float) else int(v)) for k, v in res.items()}  # p can be 1e-12

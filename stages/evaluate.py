@@ -100,14 +100,16 @@ def write_plots(frame: pd.DataFrame, preds: dict, p_raw: np.ndarray, p_cal: np.n
                          title="model, test")
     per_clip = pd.concat([frame[["duration_ms", "snr_db"]].assign(system=name, correct=(p == frame["y"]).astype(int))
                           for name, p in preds.items()], ignore_index=True)
-    acc = per_clip.groupby(["system", "duration_ms", "snr_db"], as_index=False)["correct"].mean()
-    write_csv("plots/accuracy_vs_snr.csv", acc.rename(columns={"correct": "accuracy"}))
+    acc = per_clip.pivot_table(index="snr_db", columns="system", values="correct", aggfunc="mean")
+    write_csv("plots/accuracy_vs_snr.csv", acc.reset_index()[["snr_db", *preds]])
     accuracy_vs_snr_png(per_clip, "plots/accuracy_vs_snr.png")
     rel = pd.DataFrame({"label": frame["y"], "prob_raw": p_raw, "prob_calibrated": p_cal})
     reliability_png(rel, "plots/reliability.png", temperature=temperature)
-    table = stats.reliability_table(p_cal, frame["y"], 10).assign(stage="calibrated")
-    table = pd.concat([stats.reliability_table(p_raw, frame["y"], 10).assign(stage="raw"), table])
-    write_csv("plots/reliability.csv", table[table["count"] > 0])
+    raw, cal = (stats.reliability_table(p, frame["y"], 10) for p in (p_raw, p_cal))
+    table = pd.DataFrame({"confidence_bin": ((raw["bin_lower"] + raw["bin_upper"]) / 2).round(3),
+                          "ideal": ((raw["bin_lower"] + raw["bin_upper"]) / 2).round(3),
+                          "raw": raw["accuracy"], "calibrated": cal["accuracy"]})
+    write_csv("plots/reliability.csv", table.dropna(subset=["raw", "calibrated"], how="all"))
 
 
 if __name__ == "__main__":

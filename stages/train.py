@@ -72,7 +72,9 @@ def main() -> None:
     processor.save_pretrained(ADAPTER)
     write_json(ADAPTER / "train_params.json", {k: params[k] for k in ("seed", "model", "lora", "train", "prompt")})
     log = pd.DataFrame(history.rows)
-    write_csv("plots/train_loss.csv", log.groupby("step", as_index=False).first())
+    write_csv("plots/train_loss.csv", log.dropna(subset=["train_loss"])[["step", "train_loss"]])
+    write_csv("plots/dev_loss.csv", log.dropna(subset=["dev_loss"]).groupby("step", as_index=False).first()
+              [["step", "dev_loss", "dev_balanced_accuracy"]])
     write_json("metrics/train.json", {
         "preset": model_cfg["preset"],
         "audio_tower": "trained in full (tiny preset has no pretrained weights)" if model_cfg["preset"] == "tiny"
