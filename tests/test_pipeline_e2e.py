@@ -23,7 +23,7 @@ DVC = [sys.executable, "-m", "dvc"]
 TINY = {
     "data": {"packages": ["klettres-data", "sound-theme-freedesktop", "frozen-bubble-data", "lincity-ng-data"],
              "max_files_per_package": 45, "max_seconds_per_file": 8},
-    "mix": {"durations_ms": [200, 1000], "snrs_db": [0, 20], "clips_per_cell": 10},
+    "mix": {"durations_ms": [200, 1000], "snrs_db": [0, 20], "clips_per_cell": 10, "max_group_share": 0.5},
     "audit": {"min_per_cell": 1, "max_class_imbalance": 0.25},
 }
 
