@@ -38,6 +38,8 @@ def main() -> None:
     rows = plan.sample(n=min(args.clips, len(plan)), random_state=seed).to_dict("records")
     work = partial(_render, cfg=cfg, min_voiced=float(get(params, "hygiene.min_speech_frac")))
     print(f"plan: {len(plan)} clips in {plan_s:.2f} s")
+    for row in rows[:32]:  # warm the page cache and lazy imports so both timings start equal (fork)
+        work(row)
     for workers in (1, os.cpu_count() or 1):
         t0 = time.perf_counter()
         with ProcessPoolExecutor(max_workers=workers) as pool:

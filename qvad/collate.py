@@ -1,12 +1,13 @@
 """Turn clips into Qwen2-Audio batches: right-padded with the answer for training, left-padded for scoring.
 
-On the CPU both paths go through the processor with ``audio=`` (the old ``audios=`` keyword is
-silently dropped and the model never hears the clip). With an accelerator ``feature_device`` the
-log-mel is computed by :class:`DeviceLogMel` instead: the same Whisper arithmetic on the GPU, but
-only over the span the clips occupy, the 30 s remainder filled with the value the processor would
-compute there (see its docstring for why that is the same tensor). Both verify that every row
-carries exactly the number of <|AUDIO|> tokens its mel length implies, so a lost or vanished clip
-fails loudly.
+The log-mel is the processor's (WhisperFeatureExtractor, padded to 30 s), computed by
+:class:`DeviceLogMel` on ``feature_device`` over the span the clips occupy only, the 30 s remainder
+filled with the value the processor computes there (its docstring says why that is the same
+tensor; on the CPU it is bit-identical, measured). The prompt text is expanded exactly as the
+processor expands it. Other feature extractors fall back to the processor itself, called with
+``audio=`` (the old ``audios=`` keyword is silently dropped and the model never hears the clip).
+Both paths verify that every row carries exactly the number of <|AUDIO|> tokens its mel length
+implies, so a lost or vanished clip fails loudly.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ from qvad.prompt import answer_token_ids, build_chat_text
 IGNORE_INDEX = -100
 """Label value that cross-entropy skips: everything but the answer token."""
 
+USE_DEVICE_MEL = True
+"""Compute the log-mel with :class:`DeviceLogMel` (same values, clip span only); False: the processor's 30 s path."""
+
 
 def audio_token_count(mel_frames: int | torch.Tensor) -> int | torch.Tensor:
     """Audio tokens the model emits for ``mel_frames`` valid frames (conv stride 2, then pool 2)."""
@@ -30,11 +34,12 @@ def audio_token_count(mel_frames: int | torch.Tensor) -> int | torch.Tensor:
 
 
 class DeviceLogMel:
-    """The processor's 30 s log-mel batch, computed on an accelerator over the clips' span only.
+    """The processor's 30 s log-mel batch, computed on ``device`` over the clips' span only.
 
     WhisperFeatureExtractor pads every clip to 30 s on the CPU (480k samples, ~2 MB a clip),
-    ships it to the device, runs the STFT over all of it and copies the mel back: for 1-2 s
-    clips that host work, not the model, caps throughput. Here the clips are padded only to
+    runs the STFT over all of it (~50 ms of CPU a clip; with a GPU ``device`` it ships the padded
+    audio there and copies the mel back): for 1-2 s clips that host work, not the model, caps
+    throughput. Here the clips are padded only to
     ``L >= longest + n_fft/2`` samples, which changes nothing the processor computes:
 
     * every STFT frame ``t < L/hop`` reads the same samples in both layouts: the centred frame
@@ -47,8 +52,8 @@ class DeviceLogMel:
       which is written directly.
 
     The arithmetic is the extractor's own (same window, filters, clamp, per-clip max, scaling),
-    so values match the processor's device path up to the FFT/matmul rounding of a different
-    batch shape (float32, ~1e-6). Only the setup the processor uses is supported: no dither,
+    so values match the processor's up to the FFT/matmul rounding of a different batch shape
+    (bit-identical on the CPU here; float32 rounding at most on a GPU). Only the setup the processor uses is supported: no dither,
     zero padding value.
     """
 
@@ -93,10 +98,12 @@ class DeviceLogMel:
         frames = -(-(longest + self.n_fft // 2) // self.hop)
         frames = min(self.full_frames, -(-frames // self.ROUND_FRAMES) * self.ROUND_FRAMES)
         span = frames * self.hop
-        wave = np.zeros((len(audios), span), dtype=np.float32)
+        pinned = self.device.type == "cuda"
+        host = torch.zeros((len(audios), span), dtype=torch.float32, pin_memory=pinned)
+        wave = host.numpy()
         for row, (audio, n) in enumerate(zip(audios, lengths)):
             wave[row, :n] = audio[:n]
-        waveform = self._to_device(wave)
+        waveform = host.to(self.device, non_blocking=True) if pinned else host.to(self.device)
         if waveform.is_meta:
             raise NotImplementedError("feature_device 'meta' holds no data: cannot compute the log-mel")
         stft = torch.stft(waveform, self.n_fft, self.hop, window=self.window, return_complex=True)
@@ -122,9 +129,9 @@ class ABCollator:
 
     Examples are mappings with ``audio`` (float32 mono 16 kHz numpy array) and, for training,
     ``label`` (1 = speech -> answer 'A', 0 = non-speech -> answer 'B'). ``feature_device``
-    chooses where the log-mel is computed (default: the processor's, CPU). With an accelerator
-    there, :meth:`prompt_batch` returns the whole scoring batch on that device, while training
-    batches (``__call__``) come back on the CPU, as a DataLoader that pins memory expects, unless
+    chooses where the log-mel is computed (default: CPU). With an accelerator there,
+    :meth:`prompt_batch` returns the whole scoring batch on that device, while training batches
+    (``__call__``) come back on the CPU, as a DataLoader that pins memory expects, unless
     ``train_batches_on_device`` is set (then the DataLoader must not pin memory).
     """
 
@@ -134,45 +141,51 @@ class ABCollator:
         self, processor: Any, prompt_cfg: Mapping[str, Any] | None = None, feature_device: str | None = None
     ) -> None:
         self.processor = processor
-        # The mel is always computed for 30 s (~50 ms of CPU per clip); on a GPU box pass its
-        # device here so the STFT does not starve the model. GPU mels match CPU ones to ~1e-5.
+        # On a GPU box pass its device here so the mel does not starve the model (GPU mels match
+        # CPU ones to ~1e-5). audio_kwargs serve the processor fallback (non-Whisper extractors).
         self.audio_kwargs = {"device": str(feature_device)} if feature_device is not None else {}
         self.tokenizer = processor.tokenizer
         self.chat_text = build_chat_text(processor, prompt_cfg)
         self.id_speech, self.id_nonspeech = answer_token_ids(self.tokenizer)
         self.audio_token_id = processor.audio_token_id
         self.device_mel = None
-        if (
-            feature_device is not None
-            and torch.device(feature_device).type != "cpu"
-            and DeviceLogMel.supports(getattr(processor, "feature_extractor", None))
-        ):
-            self.device_mel = DeviceLogMel(processor.feature_extractor, feature_device)
-        self._expanded: dict[int, str] = {}
+        if USE_DEVICE_MEL and DeviceLogMel.supports(getattr(processor, "feature_extractor", None)):
+            self.device_mel = DeviceLogMel(processor.feature_extractor, feature_device or "cpu")
+        self._prompt_ids: dict[int, list[int]] = {}
 
-    def _prompt_text(self, n_audio_tokens: int) -> str:
-        """The chat text with its <|AUDIO|> placeholder expanded as the processor expands it."""
-        text = self._expanded.get(n_audio_tokens)
-        if text is None:
+    def _prompt_token_ids(self, n_audio_tokens: int) -> list[int]:
+        """Token ids of the chat text with its <|AUDIO|> placeholder expanded as the processor does it.
+
+        Every clip with the same number of audio tokens has the same prompt, so each distinct
+        prompt is tokenized once per collator (tokenizing 512 prompts took ~0.1 s a batch).
+        """
+        ids = self._prompt_ids.get(n_audio_tokens)
+        if ids is None:
             audio_token = self.processor.audio_token
             text = self.chat_text.replace(audio_token, audio_token * n_audio_tokens, 1)
-            self._expanded[n_audio_tokens] = text
-        return text
+            ids = list(self.tokenizer(text)["input_ids"])
+            self._prompt_ids[n_audio_tokens] = ids
+        return ids
 
     def _encode_on_device(self, audios: Sequence[np.ndarray], padding_side: str) -> BatchFeature:
-        """Processor-equivalent batch with the log-mel from :class:`DeviceLogMel` (features on device)."""
+        """Processor-equivalent batch with the log-mel from :class:`DeviceLogMel` (features on device).
+
+        Rows are padded to the longest with the tokenizer's pad id on ``padding_side``, as
+        ``tokenizer(texts, padding=True)`` pads them.
+        """
         features, mask = self.device_mel(audios)
-        counts = audio_token_count(mask.sum(-1)).tolist()
-        text = self.tokenizer(
-            [self._prompt_text(max(int(n), 0)) for n in counts],
-            padding=True,
-            padding_side=padding_side,
-            return_tensors="pt",
-        )
+        rows = [self._prompt_token_ids(max(int(n), 0)) for n in audio_token_count(mask.sum(-1)).tolist()]
+        width = max(len(r) for r in rows)
+        input_ids = np.full((len(rows), width), self.tokenizer.pad_token_id, dtype=np.int64)
+        attention_mask = np.zeros((len(rows), width), dtype=np.int64)
+        for i, row in enumerate(rows):
+            span = slice(width - len(row), width) if padding_side == "left" else slice(0, len(row))
+            input_ids[i, span] = row
+            attention_mask[i, span] = 1
         return BatchFeature(
             {
-                "input_ids": text["input_ids"],
-                "attention_mask": text["attention_mask"],
+                "input_ids": torch.from_numpy(input_ids),
+                "attention_mask": torch.from_numpy(attention_mask),
                 "input_features": features,
                 "feature_attention_mask": mask,
             }
@@ -249,8 +262,9 @@ class ABCollator:
         batch = self._encode(audios, padding_side="left")
         if self.device_mel is None:
             return batch
-        device = self.device_mel.device
+        if self.device_mel.device.type == "cpu":
+            return batch
         return BatchFeature({
-            key: (value if value.device == device else self.device_mel._to_device(value.numpy()))
+            key: (self.device_mel._to_device(value.numpy()) if value.device.type == "cpu" else value)
             for key, value in batch.items()
         })

@@ -6,6 +6,12 @@ constrained ``generate(max_new_tokens=1)`` would choose, without the ``[batch, l
 logits tensor (156k columns on the real model). Position ids are computed from the attention
 mask as ``generate`` does; RoPE would make the constant shift of left padding harmless anyway,
 but this keeps the numbers identical to ``generate``'s.
+
+Every prompt starts with the same tokens (system turn, ``user``, ``Audio 1: <|audio_bos|>``):
+their keys and values are computed once per call and reused for every row (a KV cache), so
+each row only runs its audio and question tokens through the language model (~a quarter fewer
+tokens with the default prompt). Positions and attention are those of the full prompt, so the
+answer is the same function of the inputs. While the GPU runs one batch, the next is prepared.
 """
 
 from __future__ import annotations
@@ -16,9 +22,17 @@ import numpy as np
 import torch
 from scipy.special import expit
 from torch import nn
-from transformers import PreTrainedModel
+from transformers import DynamicCache, PreTrainedModel
+from transformers.cache_utils import DynamicLayer
 
 from qvad.collate import ABCollator
+from qvad.prompt import answer_token_ids
+
+PREFIX_CACHE = True
+"""Reuse the shared prompt prefix's keys/values across rows; False runs every row's full prompt."""
+
+MIN_PREFIX_TOKENS = 2
+"""Shorter shared prefixes are not worth a cache."""
 
 
 def _unwrap(model: nn.Module) -> PreTrainedModel:
@@ -40,6 +54,98 @@ def _answer_head(model: PreTrainedModel, id_a: int, id_b: int) -> tuple[torch.Te
     return head.weight[rows], bias
 
 
+def _position_ids(attention_mask: torch.Tensor, offset: int = 0) -> torch.Tensor:
+    """Positions of the real tokens (0.. per row, after ``offset``), as generate computes them."""
+    return (attention_mask.long().cumsum(-1) - 1 + offset).masked_fill(attention_mask == 0, 0)
+
+
+class _SharedPrefixLayer(DynamicLayer):
+    """One layer's prefix keys/values ``[1, heads, P, dim]``, shared by every row of a batch.
+
+    ``update`` hands attention the prefix followed by the batch's own keys/values and keeps
+    nothing: the scorer runs one forward per batch, so the concatenation (one per layer) is
+    freed right after that layer's attention instead of growing a cache for the whole model.
+    """
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor) -> None:
+        super().__init__()
+        self.lazy_initialization(keys, values)
+        self.keys, self.values = keys, values
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any,
+               **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = key_states.shape[0]
+        return (torch.cat([self.keys.expand(rows, -1, -1, -1), key_states], dim=-2),
+                torch.cat([self.values.expand(rows, -1, -1, -1), value_states], dim=-2))
+
+
+class _PromptPrefix:
+    """Keys/values of the prompt tokens before the first audio token, shared by every row."""
+
+    def __init__(self, lm_model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                 audio_token_id: int) -> None:
+        row = input_ids[0][attention_mask[0] == 1]
+        audio_at = (row == audio_token_id).nonzero()
+        self.length = int(audio_at[0, 0]) if len(audio_at) else 0
+        self.tokens = row[: self.length]
+        self.kv: list[tuple[torch.Tensor, torch.Tensor]] = []
+        if self.length < MIN_PREFIX_TOKENS:
+            return
+        ids = self.tokens[None]
+        out = lm_model(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            position_ids=torch.arange(self.length, device=ids.device)[None],
+            use_cache=True,
+        )
+        cache = out.past_key_values
+        self.kv = [(layer.keys, layer.values) for layer in cache.layers]
+
+    def split(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Rows without the shared prefix, still left-padded; None if a row does not start with it."""
+        if not self.kv:
+            return None
+        n_rows, width = input_ids.shape
+        pads = width - attention_mask.sum(-1, keepdim=True)
+        span = torch.arange(self.length, device=input_ids.device)[None]
+        if not torch.equal(input_ids.gather(1, pads + span), self.tokens[None].expand(n_rows, -1)):
+            return None
+        cols = torch.arange(width - self.length, device=input_ids.device)[None]
+        source = torch.where(cols < pads, cols, cols + self.length)
+        return input_ids.gather(1, source), attention_mask.gather(1, source)
+
+    def cache(self) -> DynamicCache:
+        """A cache that presents the prefix to every layer (see :class:`_SharedPrefixLayer`)."""
+        cache = DynamicCache()
+        cache.layers = [_SharedPrefixLayer(k, v) for k, v in self.kv]
+        return cache
+
+
+def _last_hidden(lm_model: nn.Module, batch: Mapping[str, torch.Tensor],
+                 prefix: _PromptPrefix | None) -> torch.Tensor:
+    """Final hidden state at every row's last position (the answer slot)."""
+    input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
+    kwargs: dict[str, Any] = {"use_cache": False}
+    rest = prefix.split(input_ids, attention_mask) if prefix is not None else None
+    if rest is not None:
+        input_ids, rest_mask = rest
+        attention_mask = torch.cat(
+            [torch.ones((len(input_ids), prefix.length), dtype=rest_mask.dtype, device=rest_mask.device), rest_mask], 1
+        )
+        kwargs = {"use_cache": True, "past_key_values": prefix.cache()}
+        position_ids = _position_ids(rest_mask, prefix.length)
+    else:
+        position_ids = _position_ids(attention_mask)
+    return lm_model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        input_features=batch["input_features"],
+        feature_attention_mask=batch["feature_attention_mask"],
+        position_ids=position_ids,
+        **kwargs,
+    ).last_hidden_state[:, -1]
+
+
 def score_ab_logits(
     model: nn.Module,
     processor: Any,
@@ -52,35 +158,38 @@ def score_ab_logits(
 
     Clips are scored longest first in batches of similar length (less padding, and an
     out-of-memory shows on the first batch), then put back in the caller's order.
-    ``feature_device`` is passed to :class:`ABCollator` (e.g. "cuda" to compute mels on the GPU).
+    ``feature_device`` is passed to :class:`ABCollator`; None means the model's device (the
+    log-mel is then computed on the GPU when the model is there).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    collator = ABCollator(processor, prompt_cfg, feature_device)
     base = _unwrap(model)
-    weight, bias = _answer_head(base, collator.id_speech, collator.id_nonspeech)
+    weight, bias = _answer_head(base, *answer_token_ids(processor.tokenizer))
     device = weight.device
+    collator = ABCollator(processor, prompt_cfg, feature_device if feature_device is not None else str(device))
+    lm_model = base.base_model
     order = np.argsort([-len(a) for a in audios], kind="stable")
     out = np.empty((len(audios), 2), dtype=np.float32)
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode():
+            prefix = None
+            pending: tuple[np.ndarray, torch.Tensor] | None = None
             for start in range(0, len(order), batch_size):
                 idx = order[start : start + batch_size]
                 batch = collator.prompt_batch([audios[i] for i in idx]).to(device)
-                attention_mask = batch["attention_mask"]
-                position_ids = (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
-                hidden = base.base_model(
-                    input_ids=batch["input_ids"],
-                    attention_mask=attention_mask,
-                    input_features=batch["input_features"],
-                    feature_attention_mask=batch["feature_attention_mask"],
-                    position_ids=position_ids,
-                    use_cache=False,
-                ).last_hidden_state[:, -1]
+                if PREFIX_CACHE and prefix is None:
+                    prefix = _PromptPrefix(lm_model, batch["input_ids"], batch["attention_mask"],
+                                           collator.audio_token_id)
+                hidden = _last_hidden(lm_model, batch, prefix)
                 logits = nn.functional.linear(hidden.to(weight.dtype), weight, bias)
-                out[idx] = logits.float().cpu().numpy()
+                # Collect the previous batch only now: this one is queued on the GPU already.
+                if pending is not None:
+                    out[pending[0]] = pending[1].float().cpu().numpy()
+                pending = (idx, logits)
+            if pending is not None:
+                out[pending[0]] = pending[1].float().cpu().numpy()
     finally:
         model.train(was_training)
     return out
