@@ -470,6 +470,30 @@ def _summarise(
     }
 
 
+def _resample_fits(
+    trials: pd.DataFrame, group_col: str, stim_col: str, targets: tuple[float, ...], n_boot: int, seed: int,
+    alpha: float, design_args: tuple,
+) -> tuple[PsychometricFit, list[PsychometricFit]]:
+    """The full-data fit and one refit per group-bootstrap resample (those with >= 3 informative levels)."""
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    if not targets:
+        raise ValueError("targets is empty")
+    if group_col not in trials.columns:
+        raise ValueError(f"columns not in trials: [{group_col!r}]")
+    design = _design(trials, stim_col, *design_args)
+    if design.guess_rate is not None and min(targets) <= design.guess_rate:
+        raise ValueError(f"targets must exceed the fixed guess rate {design.guess_rate}, got {min(targets)}")
+    point, theta = _fit_full(design, stim_col)
+    group_index, counts = stratified_group_resample(design.labels, trials[group_col].to_numpy(), n_boot, seed)
+    with _single_threaded_blas():
+        boot_fits = [design.fit(row[group_index].astype(float), warm_start=theta) for row in counts]
+    fits = [f for f, _ in filter(None, boot_fits)]
+    if not fits:
+        raise ValueError("no bootstrap resample had >= 3 informative levels")
+    return point, fits
+
+
 def bootstrap_thresholds(
     trials: pd.DataFrame,
     group_col: str,
@@ -500,23 +524,49 @@ def bootstrap_thresholds(
     One row per target; ``threshold`` is the full-data estimate (NaN if censored,
     see ``status``).
     """
-    if not 0 < alpha < 1:
-        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
-    if not targets:
-        raise ValueError("targets is empty")
-    if group_col not in trials.columns:
-        raise ValueError(f"columns not in trials: [{group_col!r}]")
-    design = _design(trials, stim_col, kind, curve, label_col, correct_col, guess_rate, lapse_bounds)
-    if design.guess_rate is not None and min(targets) <= design.guess_rate:
-        raise ValueError(f"targets must exceed the fixed guess rate {design.guess_rate}, got {min(targets)}")
-    point, theta = _fit_full(design, stim_col)
-    group_index, counts = stratified_group_resample(design.labels, trials[group_col].to_numpy(), n_boot, seed)
-    with _single_threaded_blas():
-        boot_fits = [design.fit(row[group_index].astype(float), warm_start=theta) for row in counts]
-    fits = [f for f, _ in filter(None, boot_fits)]
-    if not fits:
-        raise ValueError("no bootstrap resample had >= 3 informative levels")
-    rows = [
-        _summarise(t, point.threshold(t), [f.threshold(t) for f in fits], n_boot, alpha, point) for t in targets
-    ]
-    return pd.DataFrame(rows)
+    design_args = (kind, curve, label_col, correct_col, guess_rate, lapse_bounds)
+    point, fits = _resample_fits(trials, group_col, stim_col, targets, n_boot, seed, alpha, design_args)
+    return _threshold_table(point, fits, targets, n_boot, alpha)
+
+
+def _threshold_table(point: PsychometricFit, fits: list[PsychometricFit], targets: tuple[float, ...], n_boot: int,
+                     alpha: float) -> pd.DataFrame:
+    """One :func:`_summarise` row per target."""
+    return pd.DataFrame(
+        [_summarise(t, point.threshold(t), [f.threshold(t) for f in fits], n_boot, alpha, point) for t in targets]
+    )
+
+
+def bootstrap_curve(
+    trials: pd.DataFrame,
+    group_col: str,
+    stim_col: str,
+    grid: np.ndarray,
+    *,
+    targets: tuple[float, ...] = (0.75, 0.9),
+    kind: Kind = "logistic",
+    curve: Curve = "balanced",
+    label_col: str = "label",
+    correct_col: str = "correct",
+    guess_rate: float | None | Literal["auto"] = "auto",
+    lapse_bounds: tuple[float, float] = (0.0, 0.1),
+    n_boot: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`bootstrap_thresholds` plus the fitted curve on ``grid`` with its pointwise band.
+
+    Both come from the same resample fits, so the band and the threshold intervals agree.
+    The band is the ``1 - alpha`` percentile interval of the resampled curves at each grid
+    point: columns ``stim_col``, ``p`` (full-data fit), ``p_low``, ``p_high``. ``grid`` must
+    lie inside the tested range: the curve's shape outside it is not supported by data.
+    """
+    grid = np.asarray(grid, dtype=float)
+    design_args = (kind, curve, label_col, correct_col, guess_rate, lapse_bounds)
+    point, fits = _resample_fits(trials, group_col, stim_col, targets, n_boot, seed, alpha, design_args)
+    if grid.size and (grid.min() < point.x_min or grid.max() > point.x_max):
+        raise ValueError(f"grid must lie in the tested range [{point.x_min:g}, {point.x_max:g}]")
+    curves = np.array([f.predict(grid) for f in fits])
+    low, high = np.quantile(curves, [alpha / 2, 1 - alpha / 2], axis=0)
+    band = pd.DataFrame({stim_col: grid, "p": point.predict(grid), "p_low": low, "p_high": high})
+    return _threshold_table(point, fits, targets, n_boot, alpha), band

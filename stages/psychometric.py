@@ -14,7 +14,7 @@ from qvad.baselines import BASELINES, DecisionRule, apply_rule, score_clips
 from qvad.model_store import load_trained
 from qvad.params import get, load_params
 from qvad.plots import psychometric_png
-from qvad.psychometric_fit import bootstrap_thresholds, fit_psychometric
+from qvad.psychometric_fit import bootstrap_curve, bootstrap_thresholds
 from qvad.scoring import score_ab_logits
 from qvad.variants import build_variants, pick_bases, held_out_segments
 
@@ -32,20 +32,16 @@ def predictions(audio: list, params: dict) -> dict[str, np.ndarray]:
     return out
 
 
-def threshold_rows(trials: pd.DataFrame, stim: str, kind: str, cfg: dict, seed: int) -> pd.DataFrame:
-    """DTxx / SNR-xx: balanced-accuracy targets, plus the 50 % point of speech recall (guess rate free)."""
+def thresholds_and_band(trials: pd.DataFrame, stim: str, kind: str, cfg: dict,
+                        seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """DTxx / SNR-xx on balanced accuracy with the fitted curve and its CI band (same resamples),
+    plus the 50 % point of speech recall (guess rate free)."""
     common = {"group_col": "group", "stim_col": stim, "kind": kind, "n_boot": cfg["n_boot"], "seed": seed}
-    balanced = bootstrap_thresholds(trials, targets=tuple(cfg["targets"]), curve="balanced", **common)
-    speech = bootstrap_thresholds(trials, targets=(0.5,), curve="speech", **common).assign(curve="speech")
-    return pd.concat([balanced.assign(curve="balanced"), speech], ignore_index=True)
-
-
-def curve_frame(trials: pd.DataFrame, stim: str, kind: str) -> pd.DataFrame:
-    """The fitted balanced-accuracy curve on a fine grid over the tested range."""
-    fit = fit_psychometric(trials, stim, kind=kind, curve="balanced")
     lo, hi = trials[stim].min(), trials[stim].max()
     grid = np.geomspace(lo, hi, 200) if kind != "logistic" else np.linspace(lo, hi, 200)
-    return pd.DataFrame({stim: grid, "p": fit.predict(grid)})
+    balanced, band = bootstrap_curve(trials, grid=grid, targets=tuple(cfg["targets"]), curve="balanced", **common)
+    speech = bootstrap_thresholds(trials, targets=(0.5,), curve="speech", **common).assign(curve="speech")
+    return pd.concat([balanced.assign(curve="balanced"), speech], ignore_index=True), band
 
 
 def points(trials: pd.DataFrame, stim: str) -> pd.DataFrame:
@@ -85,14 +81,14 @@ def main() -> None:
         for cond, df in trials.groupby("condition"):
             if cond == "duration" or cond.startswith("snr@"):
                 stim, kind = ("duration_ms", "log_logistic") if cond == "duration" else ("snr_db", "logistic")
-                th = threshold_rows(df, stim, kind, cfg, seed)
+                th, band = thresholds_and_band(df, stim, kind, cfg, seed)
                 name = "DT" if cond == "duration" else f"SNR{cond[3:]}-"
                 for _, r in th.iterrows():
                     key = f"{name}{int(round(100 * r['target']))}" if cond == "duration" else \
                         f"SNR-{int(round(100 * r['target']))}{cond[3:]}"
                     out[key] = summary(r)
                 all_points.append(points(df, stim).assign(system=system, condition=cond))
-                all_curves.append(curve_frame(df, stim, kind).assign(system=system, condition=cond))
+                all_curves.append(band.assign(system=system, condition=cond))
                 all_thresholds.append(th[th["curve"] == "balanced"].assign(system=system, condition=cond))
             else:
                 for level, d in df.groupby("level"):

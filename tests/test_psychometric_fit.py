@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from scipy import special
 
-from qvad.psychometric_fit import bootstrap_thresholds, fit_psychometric
+from qvad.psychometric_fit import bootstrap_curve, bootstrap_thresholds, fit_psychometric
 
 DURATIONS_MS = np.array([200.0, 300.0, 400.0, 600.0, 800.0, 1000.0])
 SNRS_DB = np.array([-10.0, -5.0, 0.0, 5.0, 10.0, 20.0])
@@ -127,6 +127,22 @@ def test_bootstrap_ci_covers_truth_and_is_deterministic() -> None:
         bootstrap_thresholds(trials, "group", "stim", seed=1, **small),
         bootstrap_thresholds(trials, "group", "stim", seed=1, **small),
     )
+
+
+def test_curve_band_covers_true_curve_and_matches_threshold_intervals() -> None:
+    alpha_ms, beta = 350.0, 3.0
+    truth = _log_logistic(alpha_ms, beta)
+    trials = _trials(DURATIONS_MS, _both_classes(truth), n_per_class=150, seed=7)
+    grid = np.geomspace(DURATIONS_MS.min(), DURATIONS_MS.max(), 50)
+    args = dict(kind="log_logistic", targets=(0.75,), n_boot=150, seed=0)
+    table, band = bootstrap_curve(trials, "group", "stim", grid, **args)
+    pd.testing.assert_frame_equal(table, bootstrap_thresholds(trials, "group", "stim", **args))
+    assert (band["p_low"] <= band["p"]).all() and (band["p"] <= band["p_high"]).all()
+    inside = (band["p_low"] <= truth(grid)) & (truth(grid) <= band["p_high"])
+    assert inside.mean() >= 0.9, f"band covers the true curve at only {inside.mean():.0%} of the grid"
+    assert (band["p_high"] - band["p_low"]).min() > 0
+    with pytest.raises(ValueError, match="tested range"):
+        bootstrap_curve(trials, "group", "stim", np.array([100.0, 500.0]), **args)
 
 
 def test_bootstrap_reports_censored_fraction_and_limit() -> None:
