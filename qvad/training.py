@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
+import pandas as pd
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
@@ -78,6 +79,18 @@ class LossHistory(TrainerCallback):
             row["dev_balanced_accuracy"] = logs["eval_balanced_accuracy"]
         if len(row) > 1:
             self.rows.append(row)
+
+    def tables(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """(step, train_loss) and (step, dev_loss, dev_balanced_accuracy) for the DVC plots.
+
+        The Trainer logs dev loss and :class:`ABTrainer`'s balanced accuracy in two calls at the
+        same step, so rows are merged per step first; the first value per step is kept (the
+        evaluation during training, not the re-evaluation of the best checkpoint after it).
+        """
+        log = pd.DataFrame(self.rows, columns=["step", "train_loss", "dev_loss", "dev_balanced_accuracy"])
+        train = log.dropna(subset=["train_loss"])[["step", "train_loss"]]
+        dev = log.groupby("step", as_index=False).first().dropna(subset=["dev_loss"])
+        return train.reset_index(drop=True), dev[["step", "dev_loss", "dev_balanced_accuracy"]].reset_index(drop=True)
 
 
 def run_key(params: Mapping[str, Any], data_files: list[Path]) -> str:

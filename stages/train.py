@@ -6,7 +6,6 @@ import shutil
 import time
 from pathlib import Path
 
-import pandas as pd
 import torch
 
 from qvad.atomic import write_csv, write_json
@@ -72,17 +71,16 @@ def main() -> None:
     trainer.model.save_pretrained(ADAPTER, safe_serialization=True)
     processor.save_pretrained(ADAPTER)
     write_json(ADAPTER / "train_params.json", {k: params[k] for k in ("seed", "model", "lora", "train", "prompt")})
-    log = pd.DataFrame(history.rows)
-    write_csv("plots/train_loss.csv", log.dropna(subset=["train_loss"])[["step", "train_loss"]])
-    write_csv("plots/dev_loss.csv", log.dropna(subset=["dev_loss"]).groupby("step", as_index=False).first()
-              [["step", "dev_loss", "dev_balanced_accuracy"]])
+    train_log, dev_log = history.tables()
+    write_csv("plots/train_loss.csv", train_log)
+    write_csv("plots/dev_loss.csv", dev_log)
     write_json("metrics/train.json", {
         "preset": model_cfg["preset"],
         "audio_tower": "trained in full (tiny preset has no pretrained weights)" if model_cfg["preset"] == "tiny"
         else ("LoRA" if lora_cfg.get("include_audio_tower") else "frozen"),
         "steps": int(result.global_step),
         "resumed": bool(resume),
-        "final_train_loss": round(float(log["train_loss"].dropna().iloc[-1]), 5),
+        "final_train_loss": round(float(train_log["train_loss"].iloc[-1]), 5),
         "best_dev_loss": round(float(best["eval_loss"]), 5),
         "best_dev_balanced_accuracy": round(float(best["eval_balanced_accuracy"]), 5),
         "best_checkpoint": Path(trainer.state.best_model_checkpoint or "").name,

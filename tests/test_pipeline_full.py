@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from tests.test_pipeline_e2e import DVC, TINY, make_copy, merge, run
@@ -51,6 +52,8 @@ def test_whole_chain_writes_every_metric(full_repo):
     assert {"DT75", "DT90", "DT50", "SNR-75@1000ms"} <= set(psy["systems"]["model"])
     train = json.loads((full_repo / "metrics/train.json").read_text())
     assert train["preset"] == "tiny" and train["trainable_parameters"]["lora"] > 0
+    dev = pd.read_csv(full_repo / "plots/dev_loss.csv")
+    assert len(dev) > 0 and dev["dev_balanced_accuracy"].between(0, 1).all()
     for png in ("confusion", "accuracy_vs_snr", "reliability", "psychometric/duration", "psychometric/snr_1000ms"):
         assert (full_repo / f"plots/{png}.png").stat().st_size > 1000
 
