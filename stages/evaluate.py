@@ -105,11 +105,12 @@ def write_plots(frame: pd.DataFrame, preds: dict, p_raw: np.ndarray, p_cal: np.n
     accuracy_vs_snr_png(per_clip, "plots/accuracy_vs_snr.png")
     rel = pd.DataFrame({"label": frame["y"], "prob_raw": p_raw, "prob_calibrated": p_cal})
     reliability_png(rel, "plots/reliability.png", temperature=temperature)
-    raw, cal = (stats.reliability_table(p, frame["y"], 10) for p in (p_raw, p_cal))
-    table = pd.DataFrame({"confidence_bin": ((raw["bin_lower"] + raw["bin_upper"]) / 2).round(3),
-                          "ideal": ((raw["bin_lower"] + raw["bin_upper"]) / 2).round(3),
-                          "raw": raw["accuracy"], "calibrated": cal["accuracy"]})
-    write_csv("plots/reliability.csv", table.dropna(subset=["raw", "calibrated"], how="all"))
+    # One file per curve, empty bins left out: a blank cell in a shared table is drawn as 0.
+    for name, p in (("raw", p_raw), ("calibrated", p_cal)):
+        table = stats.reliability_table(p, frame["y"], 10)
+        centre = ((table["bin_lower"] + table["bin_upper"]) / 2).round(3)
+        rows = pd.DataFrame({"confidence_bin": centre, "accuracy": table["accuracy"], "ideal": centre})
+        write_csv(f"plots/reliability_{name}.csv", rows.dropna(subset=["accuracy"]))
 
 
 if __name__ == "__main__":

@@ -100,6 +100,11 @@ def main() -> None:
     write_json("metrics/psychometric.json", metrics)
     pts, crv, ths = (pd.concat(x, ignore_index=True) for x in (all_points, all_curves, all_thresholds))
     write_csv("plots/psychometric_points.csv", pts)
+    # Wide tables for `dvc plots` (one line per system): duration, and SNR at the longest SNR duration.
+    longest = f"snr@{max(cfg['snr_durations_ms'])}ms"
+    for name, cond, stim in (("duration", "duration", "duration_ms"), ("snr", longest, "snr_db")):
+        wide = pts[pts["condition"] == cond].pivot_table(index=stim, columns="system", values="balanced_accuracy")
+        write_csv(f"plots/psychometric_{name}.csv", wide.reset_index()[[stim, *preds]])
     shutil.rmtree("plots/psychometric", ignore_errors=True)  # one PNG per condition of *these* params
     for cond in pts["condition"].unique():
         stim = "duration_ms" if cond == "duration" else "snr_db"

@@ -58,6 +58,15 @@ def test_whole_chain_writes_every_metric(full_repo):
         assert (full_repo / f"plots/{png}.png").stat().st_size > 1000
 
 
+def test_plots_show_draws_exactly_the_defined_plots(full_repo):
+    shown = json.loads(run([*DVC, "plots", "show", "--json"], full_repo).stdout)["data"]
+    charts = {"loss", "dev_balanced_accuracy", "confusion", "accuracy_vs_snr", "reliability",
+              "psychometric_duration", "psychometric_snr"}
+    images = {"plots/confusion.png", "plots/accuracy_vs_snr.png", "plots/reliability.png",
+              "plots/psychometric/duration.png", "plots/psychometric/snr_1000ms.png"}
+    assert set(shown) == charts | images  # no stray per-file charts of the CSVs
+
+
 def test_exp_run_changes_lora_rank_and_metrics_diff_shows_it(full_repo):
     run([*DVC, "exp", "run", "-S", "lora.r=32"], full_repo)
     diff = run([*DVC, "metrics", "diff", "--json"], full_repo).stdout
