@@ -101,16 +101,35 @@ def run_key(params: Mapping[str, Any], data_files: list[Path]) -> str:
     return h.hexdigest()[:16]
 
 
-def prepare_checkpoint_dir(ckpt_dir: Path, key: str) -> bool:
-    """Keep ``ckpt_dir`` if it belongs to this run (return True: resume), else start it afresh."""
+def _complete(checkpoint: Path) -> bool:
+    """A checkpoint the Trainer finished: it writes trainer_state.json last (weights, optimiser first)."""
+    try:
+        json.loads((checkpoint / "trainer_state.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def prepare_checkpoint_dir(ckpt_dir: Path, key: str) -> Path | None:
+    """The checkpoint to resume from, or None after starting ``ckpt_dir`` afresh.
+
+    Checkpoints are reused only when ``RUN_KEY`` matches this run. A checkpoint cut off while
+    being written (the process killed mid-save) is deleted, so the run resumes from the last
+    complete one instead of failing on it.
+    """
     stamp = ckpt_dir / "RUN_KEY"
-    if stamp.exists() and stamp.read_text() == key and any(ckpt_dir.glob("checkpoint-*")):
-        return True
+    if stamp.exists() and stamp.read_text() == key:
+        checkpoints = sorted(ckpt_dir.glob("checkpoint-*"), key=lambda c: int(c.name.rsplit("-", 1)[1]))
+        for partial in [c for c in checkpoints if not _complete(c)]:
+            shutil.rmtree(partial)
+        complete = [c for c in checkpoints if c.exists()]
+        if complete:
+            return complete[-1]
     if ckpt_dir.exists():
         shutil.rmtree(ckpt_dir)
     ckpt_dir.mkdir(parents=True)
     stamp.write_text(key)
-    return False
+    return None
 
 
 def training_arguments(cfg: Mapping[str, Any], ckpt_dir: Path, seed: int, use_cpu: bool,

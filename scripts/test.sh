@@ -4,4 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# espeak-ng is for the tests only: real synthetic speech for the Silero sanity test.
+if ! command -v espeak-ng >/dev/null && command -v apt-get >/dev/null; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get install -y -qq espeak-ng >/dev/null
+fi
 exec .venv/bin/python -m pytest -q "$@"

@@ -62,7 +62,7 @@ def main() -> None:
         score_batch=cfg["batch_size"] * 2,
     )
     start = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=True if resume else None)
+    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     wall = time.perf_counter() - start
     best = trainer.evaluate()
 
@@ -79,7 +79,7 @@ def main() -> None:
         "audio_tower": "trained in full (tiny preset has no pretrained weights)" if model_cfg["preset"] == "tiny"
         else ("LoRA" if lora_cfg.get("include_audio_tower") else "frozen"),
         "steps": int(result.global_step),
-        "resumed": bool(resume),
+        "resumed": resume is not None,
         "final_train_loss": round(float(train_log["train_loss"].iloc[-1]), 5),
         "best_dev_loss": round(float(best["eval_loss"]), 5),
         "best_dev_balanced_accuracy": round(float(best["eval_balanced_accuracy"]), 5),

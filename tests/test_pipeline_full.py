@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -76,18 +77,21 @@ def test_exp_run_changes_lora_rank_and_metrics_diff_shows_it(full_repo):
 
 
 def test_interrupted_training_resumes_from_checkpoint(full_repo):
-    """Kill `train` once a checkpoint exists; the next run resumes from it."""
-    env_run = run  # same environment as every other stage
+    """Kill `train` once a checkpoint exists; the next run resumes from it.
+
+    The kill may land while a later checkpoint is half written: the re-run must then resume
+    from the last complete one (qvad.training.prepare_checkpoint_dir), not fail on the partial one.
+    """
     ckpt = full_repo / "models/checkpoints"
     proc = subprocess.Popen([sys.executable, "-m", "stages.train"], cwd=full_repo,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**__import__("os").environ, "PYTHONPATH": str(full_repo), "TQDM_DISABLE": "1"})
+                            env={**os.environ, "PYTHONPATH": str(full_repo), "TQDM_DISABLE": "1"})
     deadline = time.time() + 300
     while time.time() < deadline and not list(ckpt.glob("checkpoint-*/trainer_state.json")):
-        time.sleep(0.5)
+        time.sleep(0.02)
     assert proc.poll() is None, "training finished before it could be interrupted"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    env_run([sys.executable, "-m", "stages.train"], full_repo)
+    run([sys.executable, "-m", "stages.train"], full_repo)
     train = json.loads((full_repo / "metrics/train.json").read_text())
     assert train["resumed"] is True and train["steps"] > 0

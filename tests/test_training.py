@@ -1,12 +1,13 @@
-"""LossHistory: the logs the Trainer emits become the train and dev curves DVC plots."""
+"""Training bookkeeping: the curves DVC plots, and which checkpoint a re-run resumes from."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-from qvad.training import LossHistory
+from qvad.training import LossHistory, prepare_checkpoint_dir
 
 
 def _log(history: LossHistory, step: int, **logs: float) -> None:
@@ -38,3 +39,30 @@ def test_logs_without_losses_add_no_rows(logs: dict) -> None:
     history = LossHistory()
     _log(history, 5, **logs)
     assert history.rows == []
+
+
+def _checkpoint(root: Path, step: int, state: str | None) -> Path:
+    path = root / f"checkpoint-{step}"
+    path.mkdir(parents=True)
+    (path / "adapter_model.safetensors").write_bytes(b"weights")
+    if state is not None:
+        (path / "trainer_state.json").write_text(state)
+    return path
+
+
+def test_resume_skips_a_checkpoint_cut_off_mid_save(tmp_path: Path) -> None:
+    ckpt = tmp_path / "checkpoints"
+    assert prepare_checkpoint_dir(ckpt, "run-a") is None and (ckpt / "RUN_KEY").read_text() == "run-a"
+    done = _checkpoint(ckpt, 4, '{"global_step": 4}')
+    _checkpoint(ckpt, 12, '{"global_st')   # killed while writing its state
+    _checkpoint(ckpt, 8, None)             # killed before its state
+    assert prepare_checkpoint_dir(ckpt, "run-a") == done
+    assert sorted(c.name for c in ckpt.glob("checkpoint-*")) == ["checkpoint-4"]
+
+
+def test_checkpoints_of_another_run_are_discarded(tmp_path: Path) -> None:
+    ckpt = tmp_path / "checkpoints"
+    prepare_checkpoint_dir(ckpt, "run-a")
+    _checkpoint(ckpt, 4, '{"global_step": 4}')
+    assert prepare_checkpoint_dir(ckpt, "run-b") is None
+    assert not list(ckpt.glob("checkpoint-*")) and (ckpt / "RUN_KEY").read_text() == "run-b"
