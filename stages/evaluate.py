@@ -12,6 +12,7 @@ from scipy.special import expit
 from qvad import stats
 from qvad.atomic import write_csv, write_json
 from qvad.baselines import BASELINES, apply_rule, choose_rule, score_clips
+from qvad.cpu_numerics import pin_cpu_numerics
 from qvad.dataset import ClipDataset
 from qvad.evaluation import mcnemar, system_metrics
 from qvad.model_store import load_trained
@@ -31,6 +32,7 @@ def score_model(model, processor, clips: list, prompt_cfg: dict, batch: int) -> 
 
 def main() -> None:
     params = load_params()
+    pin_cpu_numerics(params["cpu_threads"])  # before any tensor work
     cfg = get(params, "evaluate")
     seed = int(params["seed"])
     dev, test = ClipDataset("data/splits/dev.csv"), ClipDataset("data/splits/test.csv")

@@ -11,6 +11,7 @@ import pandas as pd
 from qvad import stats
 from qvad.atomic import write_csv, write_json
 from qvad.baselines import BASELINES, DecisionRule, apply_rule, score_clips
+from qvad.cpu_numerics import pin_cpu_numerics
 from qvad.model_store import load_trained
 from qvad.params import get, load_params
 from qvad.plots import psychometric_png
@@ -62,6 +63,7 @@ def summary(row: pd.Series) -> dict:
 
 def main() -> None:
     params = load_params()
+    pin_cpu_numerics(params["cpu_threads"])  # before any tensor work
     cfg, seed = get(params, "psychometric"), int(params["seed"])
     segments = held_out_segments(pd.read_csv("data/hygiene/manifest.csv", keep_default_na=False),
                              pd.read_csv("data/mixed/groups.csv"))

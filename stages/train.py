@@ -10,6 +10,7 @@ import torch
 
 from qvad.atomic import write_csv, write_json
 from qvad.collate import ABCollator
+from qvad.cpu_numerics import pin_cpu_numerics
 from qvad.dataset import ClipDataset
 from qvad.encoder_trunc import enable_encoder_truncation
 from qvad.model_load import apply_lora, load_model_and_processor
@@ -32,6 +33,7 @@ def check(cfg: dict) -> None:
 
 def main() -> None:
     params = load_params()
+    cpu_kernels = pin_cpu_numerics(params["cpu_threads"])  # before any tensor work
     seed = int(params["seed"])
     cfg, model_cfg, lora_cfg, prompt_cfg = (dict(get(params, k)) for k in ("train", "model", "lora", "prompt"))
     check(cfg)
@@ -44,8 +46,8 @@ def main() -> None:
         enable_encoder_truncation(model, int(model_cfg.get("truncate_multiple", 20)))
 
     train_set, dev_set = ClipDataset(SPLITS[0]), ClipDataset(SPLITS[1])
-    resume = prepare_checkpoint_dir(CKPT, run_key({k: params[k] for k in ("seed", "train", "model", "lora", "prompt")},
-                                                  SPLITS))
+    run_params = {k: params[k] for k in ("seed", "cpu_threads", "train", "model", "lora", "prompt")}
+    resume = prepare_checkpoint_dir(CKPT, run_key(run_params, SPLITS))
     history = LossHistory()
     trainer = ABTrainer(
         model=model,
@@ -87,6 +89,7 @@ def main() -> None:
         "train_clips_per_second": round(len(train_set) * cfg["epochs"] / wall, 3),
         "trainable_parameters": {k: int(v) for k, v in counts.items()},
         "device": dev_name,
+        "cpu_kernels": cpu_kernels,
     })
     shutil.rmtree(CKPT, ignore_errors=True)
 

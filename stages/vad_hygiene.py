@@ -12,6 +12,7 @@ from tqdm import tqdm
 from qvad.atomic import write_csv, write_json
 from qvad.audio_io import read_wav
 from qvad.corpus_builtin import is_music
+from qvad.cpu_numerics import pin_cpu_numerics
 from qvad.hygiene import speech_regions
 from qvad.manifest import read_manifest
 from qvad.params import choice, get, load_params, require
@@ -39,6 +40,7 @@ def _check(row: dict, cfg: dict) -> dict:
 def main() -> None:
     logging.basicConfig(level=logging.INFO)
     params = load_params()
+    pin_cpu_numerics(params["cpu_threads"])  # before any tensor work
     cfg = dict(get(params, "hygiene"))
     for key in ("speech_vad", "nonspeech_vad"):
         choice(params, f"hygiene.{key}", ("webrtc", "silero"))
