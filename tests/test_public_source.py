@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import logging
+import os
 import re
+import subprocess
+import sys
 import tarfile
 import threading
 import zipfile
@@ -19,8 +23,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import soundfile as sf
+import yaml
 
 from qvad.fetch import (
     ChecksumError,
@@ -38,6 +44,8 @@ from qvad.public_sources import (
     collect_public,
     merge_turns,
 )
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # ----------------------------------------------------------------------------- local server
 
@@ -229,6 +237,27 @@ def test_clean_download_to_manifest_rows(public_cfg: dict, server: Served, tmp_p
     assert sorted(it.id for it in again) == [
         "esc50-1-100032-A-0", "esc50-1-100032-B-0", "esc50-3-1000-A-40",
         "voxconverse-abjxc-00000500", "voxconverse-bkwns-00001000"]
+
+
+def test_download_stage_runs_the_public_source(public_cfg: dict, server: Served, tmp_path: Path) -> None:
+    """`python -m stages.download` with data.source=public: the stage DVC runs, against the local server."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["data"].update(public_cfg, cache_dir=str(tmp_path / "cache"))
+    params["data"]["public"] = {**params["data"]["public"], **public_cfg["public"]}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    (tmp_path / "metrics").mkdir()
+    res = subprocess.run([sys.executable, "-m", "stages.download"], cwd=tmp_path, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert res.returncode == 0, res.stderr[-2000:]
+
+    manifest = pd.read_csv(tmp_path / "data/raw/manifest.csv")
+    assert list(manifest.columns) == RAW_COLUMNS
+    assert set(manifest.package) == {"esc50", "voxconverse"}
+    assert all((tmp_path / "data/raw/audio" / f"{i}.wav").is_file() for i in manifest.id)
+    metrics = json.loads((tmp_path / "metrics/download.json").read_text())
+    assert metrics["source"] == "public" and metrics["files"] == len(manifest) and metrics["decode_failed"] == 0
+    assert metrics["per_class"]["nonspeech"]["files"] == len(ESC50_ROWS)
+    assert metrics["per_class"]["speech"]["groups"] == len(RTTM)
 
 
 def test_musan_noise_pool_only_when_asked(server: Served, tmp_path: Path) -> None:
