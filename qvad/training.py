@@ -120,9 +120,9 @@ def prepare_checkpoint_dir(ckpt_dir: Path, key: str) -> Path | None:
     stamp = ckpt_dir / "RUN_KEY"
     if stamp.exists() and stamp.read_text() == key:
         checkpoints = sorted(ckpt_dir.glob("checkpoint-*"), key=lambda c: int(c.name.rsplit("-", 1)[1]))
-        for partial in [c for c in checkpoints if not _complete(c)]:
+        complete = [c for c in checkpoints if _complete(c)]
+        for partial in set(checkpoints) - set(complete):
             shutil.rmtree(partial)
-        complete = [c for c in checkpoints if c.exists()]
         if complete:
             return complete[-1]
     if ckpt_dir.exists():

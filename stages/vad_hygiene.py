@@ -40,7 +40,7 @@ def _check(row: dict, cfg: dict) -> dict:
 def main() -> None:
     logging.basicConfig(level=logging.INFO)
     params = load_params()
-    pin_cpu_numerics(params["cpu_threads"])  # before any tensor work
+    pin_cpu_numerics(1)  # portable kernels; Silero runs one thread per worker anyway (qvad.vad)
     cfg = dict(get(params, "hygiene"))
     for key in ("speech_vad", "nonspeech_vad"):
         choice(params, f"hygiene.{key}", ("webrtc", "silero"))
