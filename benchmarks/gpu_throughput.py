@@ -2,21 +2,21 @@
 """GPU throughput of the project's own scoring and training paths on Qwen2-Audio-7B's architecture.
 
 Random weights, built on the GPU in bf16 with the real model's shapes (../shared/qwen2-audio.md),
-with the offline tiny tokenizer/processor of qvad.model_tiny (its <|AUDIO|> id becomes the 7B
+with the offline tiny tokenizer/processor of qvad.model.presets.tiny (its <|AUDIO|> id becomes the 7B
 config's audio_token_index). The weights reach the model through the project's own loader,
-``qvad.model_load.load_model_and_processor`` (same dtype rules, NF4 settings, k-bit preparation,
+``qvad.model.loading.load_model_and_processor`` (same dtype rules, NF4 settings, k-bit preparation,
 feature-cast hook and encoder truncation as the stages), fed from an in-memory state dict
 instead of a 16 GB checkpoint (falls back to writing one to /tmp if that route fails).
 
 Measured, each as clips/s and peak GPU memory (torch.cuda.max_memory_allocated):
 
-* inference: ``qvad.scoring.score_ab_logits`` (the evaluate stage's scorer) with
+* inference: ``qvad.model.scoring.score_ab_logits`` (the evaluate stage's scorer) with
   ``feature_device='cuda'``, a batch-size sweep, on 1 s clips and on 2 s containers holding a
   centred 0.2-1 s clip; against the naive path in the same run (processor on the 30 s layout,
   stock 30 s encoder, full-vocabulary logits); plus attributions (prefix cache off, processor mel);
 * LoRA bf16 training: the train stage's step, i.e. the HF Trainer (bf16 autocast, fused AdamW,
-  grad clipping) over ``qvad.training.AugmentingCollator(ABCollator(..., feature_device='cuda'))``
-  batches, LoRA from ``qvad.model_load.apply_lora`` (params.yaml lora.*), encoder truncation on;
+  grad clipping) over ``qvad.model.trainer.AugmentingCollator(ABCollator(..., feature_device='cuda'))``
+  batches, LoRA from ``qvad.model.loading.apply_lora`` (params.yaml lora.*), encoder truncation on;
 * QLoRA NF4 training: the same through the NF4 loader (quantized from the clean bf16 weights
   before any LoRA is injected).
 
@@ -47,16 +47,16 @@ sys.path.insert(0, str(REPO))
 
 import types  # noqa: E402
 
-try:  # WAV I/O (soundfile, soxr) is imported by qvad.training's dataset module, absent on the GPU box
-    import qvad.audio_io  # noqa: E402, F401
+try:  # WAV I/O (soundfile, soxr) is imported by qvad.model.trainer's dataset module, absent on the GPU box
+    import qvad.audio.io  # noqa: E402, F401
 except ImportError as _exc:
-    _stub = types.ModuleType("qvad.audio_io")
+    _stub = types.ModuleType("qvad.audio.io")
 
     def _no_wav_io(*_args: object, **_kwargs: object) -> None:
         raise RuntimeError(f"WAV I/O unavailable here ({_exc}); the benchmark uses synthetic clips")
 
     _stub.read_wav = _no_wav_io
-    sys.modules["qvad.audio_io"] = _stub
+    sys.modules["qvad.audio.io"] = _stub
 
 import transformers  # noqa: E402
 from transformers import (  # noqa: E402
@@ -68,16 +68,17 @@ from transformers import (  # noqa: E402
     TrainingArguments,
 )
 
-import qvad.model_load as model_load  # noqa: E402
-from qvad import collate as collate_mod  # noqa: E402
-from qvad import scoring  # noqa: E402
-from qvad.collate import ABCollator  # noqa: E402
-from qvad.encoder_trunc import disable_encoder_truncation, enable_encoder_truncation  # noqa: E402
-from qvad.model_load import apply_lora, load_model_and_processor, use_fused_rms_norm  # noqa: E402
-from qvad.model_tiny import build_feature_extractor, build_tokenizer, tiny_config  # noqa: E402
-from qvad.params import load_params  # noqa: E402
-from qvad.prompt import answer_token_ids, build_chat_text  # noqa: E402
-from qvad.training import AugmentingCollator  # noqa: E402
+import qvad.model.loading as model_load  # noqa: E402
+from qvad.model import collate as collate_mod  # noqa: E402
+from qvad.model import scoring  # noqa: E402
+from qvad.model.collate import ABCollator  # noqa: E402
+from qvad.model.encoder_truncation import disable_encoder_truncation, enable_encoder_truncation  # noqa: E402
+from qvad.model.loading import load_model_and_processor, use_fused_rms_norm
+from qvad.model.lora import apply_lora  # noqa: E402
+from qvad.model.presets.tiny import build_feature_extractor, build_tokenizer, tiny_config  # noqa: E402
+from qvad.common.params import load_params  # noqa: E402
+from qvad.model.prompt import answer_token_ids, build_chat_text  # noqa: E402
+from qvad.model.trainer import AugmentingCollator  # noqa: E402
 
 PRESET = "qwen2-audio-7b-instruct"
 SR = 16_000
@@ -210,7 +211,7 @@ def random_state_dict(config: Qwen2AudioConfig) -> tuple[dict[str, torch.Tensor]
 
 @contextlib.contextmanager
 def weights_from_memory(state_dict: dict[str, torch.Tensor]):
-    """Let qvad.model_load's from_pretrained take the weights from ``state_dict`` (config from the dir)."""
+    """Let qvad.model.loading's from_pretrained take the weights from ``state_dict`` (config from the dir)."""
     real = model_load.Qwen2AudioForConditionalGeneration
 
     class FromMemory(real):  # type: ignore[misc, valid-type]
@@ -228,7 +229,7 @@ def weights_from_memory(state_dict: dict[str, torch.Tensor]):
 
 
 class Loader:
-    """Loads through qvad.model_load.load_model_and_processor from memory, else from a /tmp checkpoint."""
+    """Loads through qvad.model.loading.load_model_and_processor from memory, else from a /tmp checkpoint."""
 
     def __init__(self, config: Qwen2AudioConfig, processor: Qwen2AudioProcessor, state: dict, workdir: Path,
                  tiny: bool) -> None:
@@ -486,7 +487,7 @@ def set_checkpointing(peft_model, on: bool) -> None:
 # --------------------------------------------------------------------------------------------
 # profiling of the scorer (--profile)
 def stock_rms_norm(model: torch.nn.Module) -> int:
-    """Undo qvad.model_load.use_fused_rms_norm (for A/B measurements)."""
+    """Undo qvad.model.loading.use_fused_rms_norm (for A/B measurements)."""
     count = 0
     for module in model.modules():
         if type(module).__name__ == "Qwen2RMSNorm" and "forward" in module.__dict__:

@@ -14,10 +14,10 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 
-from qvad.manifest import read_manifest
-from qvad.mix_plan import plan_clips, plan_groups, split_pools
-from qvad.params import get, load_params
-from qvad.render import render_clip
+from qvad.data.manifest import read_manifest
+from qvad.data.mix_plan import plan_clips, plan_groups, split_pools
+from qvad.common.params import get, load_params
+from qvad.data.render import render_clip
 
 
 def _render(row: dict, cfg: dict, min_voiced: float) -> int:

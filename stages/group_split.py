@@ -1,29 +1,6 @@
 """Stage group_split: write train/dev/test clip lists from the group plan made before mixing."""
 
-from __future__ import annotations
-
-import pandas as pd
-
-from qvad.atomic import write_csv
-from qvad.manifest import read_manifest
-from qvad.splitting import SPLITS
-
-COLUMNS = ["clip_id", "path", "label", "split", "group", "noise_group", "noise_id", "noise_type", "source_id",
-           "seg_id", "audio_md5", "duration_ms", "snr_db", "band", "orig_sr", "package", "cut_start_s",
-           "cut_end_s", "container_ms"]
-
-
-def main() -> None:
-    clips = read_manifest("data/normalized/manifest.csv", [c for c in COLUMNS if c != "split"])
-    groups = pd.read_csv("data/mixed/groups.csv")
-    split_of = dict(zip(groups["group"], groups["split"]))
-    clips["split"] = clips["group"].map(split_of)
-    if clips["split"].isna().any():
-        raise SystemExit(f"group_split: clips from groups missing in the group plan: "
-                         f"{sorted(clips.loc[clips['split'].isna(), 'group'].unique())[:5]}")
-    for split in SPLITS:
-        write_csv(f"data/splits/{split}.csv", clips.loc[clips["split"] == split, COLUMNS])
-
+from qvad.data.group_split import group_split
 
 if __name__ == "__main__":
-    main()
+    group_split()

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from qvad.audio_io import AudioError, load_audio
-from qvad.manifest import RAW_COLUMNS, RawItem, decode_items
+from qvad.audio.io import AudioError, load_audio
+from qvad.data.manifest import RAW_COLUMNS, RawItem, decode_items
 
 
 def _item(path, i, label="speech"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from qvad.audit import envelope_fingerprint, run_audit
+from qvad.data.leakage import envelope_fingerprint, run_audit
 from tests.conftest import voiced_like
 
 DESIGN = {"durations_ms": [200], "snrs_db": [0]}

@@ -1,4 +1,4 @@
-"""Baseline scoring and dev-only decision rules (qvad.baselines)."""
+"""Baseline scoring and dev-only decision rules (qvad.analysis.baselines)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from scipy.signal import lfilter
 
 from qvad import SAMPLE_RATE
-from qvad.baselines import (
+from qvad.analysis.baselines import (
     SILERO_SCORES,
     DecisionRule,
     apply_rule,
@@ -99,7 +99,7 @@ def test_silero_scores_voiced_signal_above_white_noise() -> None:
 
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed")
 def test_silero_scores_espeak_speech_high(tmp_path) -> None:
-    from qvad.audio_io import load_audio
+    from qvad.audio.io import load_audio
 
     wav = tmp_path / "tts.wav"
     subprocess.run(["espeak-ng", "-w", str(wav), "Is there human speech in this clip?"], check=True)

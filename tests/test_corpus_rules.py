@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from qvad.corpus_builtin import PackageError, classify, collect_builtin, is_music
-from qvad.corpus_local import collect_local
+from qvad.data.sources.builtin import PackageError, classify, collect_builtin, is_music
+from qvad.data.sources.local import collect_local
 
 
 @pytest.mark.parametrize("package, path, label, group", [

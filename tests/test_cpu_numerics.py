@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from qvad.cpu_numerics import PORTABLE, pin_cpu_numerics
-from qvad.params import ParamsError
+from qvad.common.cpu_numerics import PORTABLE, pin_cpu_numerics
+from qvad.common.params import ParamsError
 
 
 @pytest.fixture
@@ -40,7 +40,7 @@ def test_bad_thread_count_names_the_key(bad, restore_threads) -> None:
 
 CHILD = """
 import hashlib, sys, torch
-from qvad.cpu_numerics import pin_cpu_numerics
+from qvad.common.cpu_numerics import pin_cpu_numerics
 pin_cpu_numerics(int(sys.argv[1]))
 g = torch.Generator().manual_seed(0)
 x = torch.randn(8, 128, 400, generator=g)

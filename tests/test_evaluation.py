@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit
 
-from qvad import stats
-from qvad.evaluation import system_metrics
-from qvad.model_load import load_model_and_processor
-from qvad.model_tiny import build_tiny_checkpoint
-from qvad.scoring import score_ab, score_ab_logits
+from qvad.analysis import calibration
+from qvad.analysis.system_metrics import system_metrics
+from qvad.model.loading import load_model_and_processor
+from qvad.model.presets.tiny import build_tiny_checkpoint
+from qvad.model.scoring import score_ab, score_ab_logits
 from tests.conftest import voiced_like
 
 
@@ -21,7 +21,7 @@ def test_speech_margin_matches_scorer_probability(tmp_path):
     rng = np.random.default_rng(0)
     clips = [voiced_like(0.5, seed=1), rng.uniform(-0.3, 0.3, 8000).astype(np.float32), voiced_like(1.0, seed=2)]
     logits = score_ab_logits(model, processor, clips, None, batch_size=2)
-    np.testing.assert_allclose(expit(stats.speech_margin(logits)), score_ab(model, processor, clips, None, 2),
+    np.testing.assert_allclose(expit(calibration.speech_margin(logits)), score_ab(model, processor, clips, None, 2),
                                atol=1e-6)
 
 

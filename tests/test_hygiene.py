@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from qvad.hygiene import speech_regions, voiced_runs
+from qvad.data.voiced_regions import speech_regions, voiced_runs
 
 
 def test_voiced_runs():

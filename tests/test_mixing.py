@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from qvad.mixing import active_mask, band_limit, colored_noise, in_container, mix_at_snr, power
-from qvad.normalize import normalize
+from qvad.data.signal import active_mask, band_limit, colored_noise, in_container, mix_at_snr, power
+from qvad.data.level import normalize
 from tests.conftest import voiced_like
 
 

@@ -15,12 +15,13 @@ import torch
 from peft import LoraConfig, get_peft_model
 
 from qvad import SAMPLE_RATE
-from qvad import encoder_trunc
-from qvad.collate import IGNORE_INDEX, ABCollator
-from qvad.encoder_trunc import disable_encoder_truncation, enable_encoder_truncation
-from qvad.model_load import apply_lora, load_model_and_processor
-from qvad.model_tiny import build_tiny_checkpoint
-from qvad.scoring import score_ab, score_ab_logits
+from qvad.model import encoder_truncation as encoder_trunc
+from qvad.model.collate import IGNORE_INDEX, ABCollator
+from qvad.model.encoder_truncation import disable_encoder_truncation, enable_encoder_truncation
+from qvad.model.loading import load_model_and_processor
+from qvad.model.lora import apply_lora
+from qvad.model.presets.tiny import build_tiny_checkpoint
+from qvad.model.scoring import score_ab, score_ab_logits
 
 SEED = 1234
 MIXED_SECONDS = (0.1, 0.5, 1.3, 2.0)

@@ -80,7 +80,7 @@ def test_interrupted_training_resumes_from_checkpoint(full_repo):
     """Kill `train` once a checkpoint exists; the next run resumes from it.
 
     The kill may land while a later checkpoint is half written: the re-run must then resume
-    from the last complete one (qvad.training.prepare_checkpoint_dir), not fail on the partial one.
+    from the last complete one (qvad.model.trainer.prepare_checkpoint_dir), not fail on the partial one.
     """
     ckpt = full_repo / "models/checkpoints"
     proc = subprocess.Popen([sys.executable, "-m", "stages.train"], cwd=full_repo,

@@ -1,4 +1,4 @@
-"""PNG writers (qvad.plots): a picture is written, and the same data give the same bytes."""
+"""PNG writers (qvad.analysis.plots): a picture is written, and the same data give the same bytes."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from qvad import plots
+from qvad.analysis import plots
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SYSTEMS = ("qwen2-audio", "silero", "webrtc3")

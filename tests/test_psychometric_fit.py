@@ -1,4 +1,4 @@
-"""Tests for qvad.psychometric_fit: threshold recovery, censoring, bootstrap intervals."""
+"""Tests for qvad.analysis.psychometric_fit: threshold recovery, censoring, bootstrap intervals."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from scipy import special
 
-from qvad.psychometric_fit import bootstrap_curve, bootstrap_thresholds, fit_psychometric
+from qvad.analysis.psychometric_fit import bootstrap_curve, bootstrap_thresholds, fit_psychometric
 
 DURATIONS_MS = np.array([200.0, 300.0, 400.0, 600.0, 800.0, 1000.0])
 SNRS_DB = np.array([-10.0, -5.0, 0.0, 5.0, 10.0, 20.0])

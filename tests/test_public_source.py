@@ -1,4 +1,4 @@
-"""The public source (qvad.public_sources) and its downloader (qvad.fetch), without the internet.
+"""The public source (qvad.data.sources.public) and its downloader (qvad.data.sources.fetch), without the internet.
 
 A local HTTP server on 127.0.0.1 (ephemeral port, Range support, scripted faults) serves small
 archives built here in the real layouts; the pinned URLs and checksums are overridden through
@@ -28,7 +28,7 @@ import pytest
 import soundfile as sf
 import yaml
 
-from qvad.fetch import (
+from qvad.data.sources.fetch import (
     ChecksumError,
     DownloadError,
     UnsafeArchiveError,
@@ -36,9 +36,9 @@ from qvad.fetch import (
     extract_archive,
     fetch,
 )
-from qvad.manifest import RAW_COLUMNS, RawItem, decode_items
-from qvad.params import ParamsError
-from qvad.public_sources import (
+from qvad.data.manifest import RAW_COLUMNS, RawItem, decode_items
+from qvad.common.params import ParamsError
+from qvad.data.sources.public import (
     MUSAN_NOISE_PACKAGE,
     collect_noise_musan,
     collect_public,
@@ -376,7 +376,7 @@ def test_unpinned_archive_needs_explicit_opt_in(public_cfg: dict, server: Served
     assert server.requests == []
 
     public_cfg["public"]["allow_unverified"] = True
-    with caplog.at_level(logging.WARNING, logger="qvad.fetch"):
+    with caplog.at_level(logging.WARNING, logger="qvad.data.sources.fetch"):
         assert len(collect_public(public_cfg, tmp_path)) == len(ESC50_ROWS)
     assert sha256(server.files["esc50.zip"]) in caplog.text
 

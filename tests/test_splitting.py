@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from qvad.splitting import assign_groups, merge_duplicate_groups
+from qvad.data.grouping import assign_groups, merge_duplicate_groups
 
 
 def units(n_speech: int = 20, n_non: int = 30) -> pd.DataFrame:

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from qvad.training import LossHistory, prepare_checkpoint_dir
+from qvad.model.trainer import LossHistory, prepare_checkpoint_dir
 
 
 def _log(history: LossHistory, step: int, **logs: float) -> None:

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from qvad.audio_io import write_wav
-from qvad.mixing import power
-from qvad.variants import build_variants, conditions, pick_bases, reverberate, held_out_segments
+from qvad.audio.io import write_wav
+from qvad.data.signal import power
+from qvad.analysis.variants import build_variants, conditions, pick_bases, reverberate, held_out_segments
 from tests.conftest import voiced_like
 
 CFG = {"durations_ms": [20, 200, 1000], "snrs_db": [0, 20], "snr_durations_ms": [1000], "noise_types": ["white"],

@@ -1,0 +1,164 @@
+"""Clip-level scores, decision rules and latency for the WebRTC and Silero VAD baselines.
+
+A VAD answers per frame; the question the model answers is per clip. The baselines
+therefore reduce frame decisions to a few clip scores, and the threshold that turns
+a score into a yes/no answer is chosen on DEV only (``choose_rule``) and then applied
+unchanged to TEST (``apply_rule``), so the baselines get the same tuning budget as
+the model and no test information leaks into their numbers.
+
+Scores are computed on each clip exactly as given, container and low-level padding
+noise included: that is what a user would feed a VAD, and what the model hears. A
+fraction-of-frames score is therefore diluted for short clips in a long container;
+the dev-chosen threshold accounts for that.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, NamedTuple, Sequence
+
+import numpy as np
+import pandas as pd
+
+from qvad.audio.vad import SILERO_WINDOW, silero_probs, webrtc_frames
+
+BASELINES = ("webrtc", "silero")
+SILERO_FRAME_THRESHOLD = 0.5
+"""A window counts as speech at probability >= 0.5, the same cut that ``vad.voiced_frames`` uses."""
+
+SILERO_SCORES = ("silero_mean", "silero_max", "silero_frac")
+
+
+class DecisionRule(NamedTuple):
+    """Predict speech when ``scores[score] >= threshold``; ``_asdict()`` gives a JSON-ready dict."""
+
+    score: str
+    threshold: float
+
+
+def webrtc_score_name(mode: int) -> str:
+    """Column name of the WebRTC voiced fraction; the mode is in the name so modes never mix."""
+    return f"webrtc{mode}_frac"
+
+
+def _check_clip(x: np.ndarray, index: int) -> np.ndarray:
+    """Reject what a VAD would silently mis-handle (stereo, ints) with the clip's index."""
+    x = np.asarray(x)
+    if x.ndim != 1:
+        raise ValueError(f"clip {index}: expected a 1-D 16 kHz mono array, got shape {x.shape}")
+    if not np.issubdtype(x.dtype, np.floating):
+        raise ValueError(f"clip {index}: expected float samples in [-1, 1], got dtype {x.dtype}")
+    return x
+
+
+def _fraction(flags: np.ndarray) -> float:
+    """Share of True frames; 0 for a clip shorter than one frame (nothing was heard as speech)."""
+    return float(flags.mean()) if flags.size else 0.0
+
+
+def webrtc_scores(clips: Sequence[np.ndarray], mode: int = 3, frame_ms: int = 30) -> pd.DataFrame:
+    """One row per clip: the fraction of full ``frame_ms`` frames that WebRTC (``mode``) calls voiced."""
+    values = [_fraction(webrtc_frames(_check_clip(x, i), mode, frame_ms)) for i, x in enumerate(clips)]
+    return pd.DataFrame({webrtc_score_name(mode): np.asarray(values, dtype=np.float64)})
+
+
+def _silero_row(probs: np.ndarray) -> tuple[float, float, float]:
+    """Mean, max and >=0.5 share of the window probabilities; all 0 when there is no full window."""
+    if probs.size == 0:
+        return 0.0, 0.0, 0.0
+    return float(probs.mean()), float(probs.max()), float((probs >= SILERO_FRAME_THRESHOLD).mean())
+
+
+def silero_scores(clips: Sequence[np.ndarray]) -> pd.DataFrame:
+    """One row per clip with ``silero_mean``, ``silero_max`` and ``silero_frac`` of the 32 ms windows."""
+    rows = [_silero_row(silero_probs(_check_clip(x, i))) for i, x in enumerate(clips)]
+    return pd.DataFrame(rows, columns=list(SILERO_SCORES), dtype=np.float64)
+
+
+def _warm_up(baseline: str) -> None:
+    """Load the Silero model and run it once, so one-off load and JIT time stay out of latency."""
+    if baseline == "silero":
+        silero_probs(np.zeros(SILERO_WINDOW, dtype=np.float32))
+
+
+def _scorer(baseline: str, mode: int, frame_ms: int) -> Callable[[Sequence[np.ndarray]], pd.DataFrame]:
+    if baseline == "webrtc":
+        return lambda clips: webrtc_scores(clips, mode, frame_ms)
+    if baseline == "silero":
+        return silero_scores
+    raise ValueError(f"unknown baseline {baseline!r}: expected one of {BASELINES}")
+
+
+def score_clips(clips: Sequence[np.ndarray], baseline: str, *, mode: int = 3,
+                frame_ms: int = 30) -> tuple[pd.DataFrame, float]:
+    """Score ``clips`` (16 kHz float, in order) with one baseline; return scores and ms per clip.
+
+    Latency is wall time (``time.perf_counter``) around the scoring loop divided by the
+    number of clips, after a warm-up, so it is the steady-state cost a user pays per clip.
+    ``mode`` and ``frame_ms`` apply to WebRTC only.
+    """
+    if len(clips) == 0:
+        raise ValueError("score_clips needs at least one clip (latency per clip is undefined)")
+    scorer = _scorer(baseline, mode, frame_ms)
+    _warm_up(baseline)
+    start = time.perf_counter()
+    scores = scorer(clips)
+    latency_ms = (time.perf_counter() - start) * 1000.0 / len(clips)
+    return scores, latency_ms
+
+
+def _check_labels(scores: pd.DataFrame, labels: Sequence[int] | np.ndarray) -> np.ndarray:
+    """Labels as a bool array aligned with ``scores``; both classes are needed for balanced accuracy."""
+    y = np.asarray(labels)
+    if y.shape != (len(scores),):
+        raise ValueError(f"labels: expected {len(scores)} values (one per score row), got shape {y.shape}")
+    if not np.isin(y, (0, 1)).all():
+        raise ValueError("labels must be 0/1 or bool (1 = speech)")
+    y = y.astype(bool)
+    if y.all() or not y.any():
+        raise ValueError("labels hold one class only: balanced accuracy on dev is undefined")
+    return y
+
+
+def _best_cut(values: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Best (balanced accuracy, threshold) for ``values >= threshold``, lowest threshold on ties.
+
+    Candidates are the lowest value (everything speech) and the midpoints between
+    consecutive distinct values: a midpoint classifies dev exactly like the upper value
+    but leaves a margin on both sides for unseen test clips.
+    """
+    if not np.isfinite(values).all():
+        raise ValueError("scores contain NaN or infinity")
+    distinct, inverse = np.unique(values, return_inverse=True)
+    pos_at = np.bincount(inverse, weights=y, minlength=distinct.size)
+    neg_at = np.bincount(inverse, weights=~y, minlength=distinct.size)
+    # cut k predicts speech for distinct[k:]; k = 0 is "everything is speech"
+    neg_below = np.concatenate(([0.0], np.cumsum(neg_at)[:-1]))
+    pos_from = pos_at.sum() - np.concatenate(([0.0], np.cumsum(pos_at)[:-1]))
+    bacc = 0.5 * (pos_from / pos_at.sum() + neg_below / neg_at.sum())
+    thresholds = np.concatenate((distinct[:1], (distinct[:-1] + distinct[1:]) / 2.0))
+    k = int(np.argmax(bacc))  # first maximum = lowest threshold
+    return float(bacc[k]), float(thresholds[k])
+
+
+def choose_rule(dev_scores: pd.DataFrame, labels: Sequence[int] | np.ndarray) -> DecisionRule:
+    """Pick the score column and threshold with the highest balanced accuracy on DEV.
+
+    Call it on dev scores only; the returned rule is then applied unchanged to test.
+    Balanced accuracy, because the speech share of dev need not be one half. Ties go to the
+    alphabetically first score name, then the lowest threshold, so reruns agree.
+    """
+    if dev_scores.shape[1] == 0 or len(dev_scores) == 0:
+        raise ValueError("dev_scores must have at least one score column and one row")
+    y = _check_labels(dev_scores, labels)
+    candidates = [(*_best_cut(dev_scores[name].to_numpy(dtype=np.float64), y), name)
+                  for name in sorted(dev_scores.columns)]
+    _, threshold, name = max(candidates, key=lambda c: c[0])  # max keeps the first of equals
+    return DecisionRule(score=name, threshold=threshold)
+
+
+def apply_rule(scores: pd.DataFrame, rule: DecisionRule) -> np.ndarray:
+    """Boolean speech prediction per row of ``scores`` under a rule chosen on dev."""
+    if rule.score not in scores.columns:
+        raise KeyError(f"rule uses score {rule.score!r}, but scores have {list(scores.columns)}")
+    return scores[rule.score].to_numpy(dtype=np.float64) >= rule.threshold

@@ -1,0 +1,116 @@
+"""The psychometric stage: duration and SNR thresholds (DT75, SNR-75, ...) for the model and the VADs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+
+from qvad.analysis import bootstrap, metrics
+from qvad.common.atomic import write_csv, write_json
+from qvad.analysis.baselines import BASELINES, DecisionRule, apply_rule, score_clips
+from qvad.common.cpu_numerics import pin_cpu_numerics
+from qvad.model.store import load_trained
+from qvad.common.params import get
+from qvad.analysis.plots import psychometric_png
+from qvad.analysis.psychometric_fit import bootstrap_curve, bootstrap_thresholds
+from qvad.model.scoring import score_ab_logits
+from qvad.analysis.variants import build_variants, pick_bases, held_out_segments
+
+
+def predictions(audio: list, params: dict) -> dict[str, np.ndarray]:
+    """Hard decisions of every system, with the baselines' rules exactly as evaluate chose them on dev."""
+    rules = json.loads(open("data/eval/decision_rules.json").read())
+    model, processor = load_trained(get(params, "model"))
+    logits = score_ab_logits(model, processor, audio, get(params, "prompt"), get(params, "evaluate.batch_size"))
+    out = {"model": (logits[:, 0] > logits[:, 1]).astype(int)}
+    ev = get(params, "evaluate")
+    for name in BASELINES:
+        scores, _ = score_clips(audio, name, mode=ev["webrtc_mode"], frame_ms=ev["webrtc_frame_ms"])
+        out[name] = apply_rule(scores, DecisionRule(**rules[name]))
+    return out
+
+
+def thresholds_and_band(trials: pd.DataFrame, stim: str, kind: str, cfg: dict,
+                        seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """DTxx / SNR-xx on balanced accuracy with the fitted curve and its CI band (same resamples),
+    plus the 50 % point of speech recall (guess rate free)."""
+    common = {"group_col": "group", "stim_col": stim, "kind": kind, "n_boot": cfg["n_boot"], "seed": seed}
+    lo, hi = trials[stim].min(), trials[stim].max()
+    grid = np.geomspace(lo, hi, 200) if kind != "logistic" else np.linspace(lo, hi, 200)
+    balanced, band = bootstrap_curve(trials, grid=grid, targets=tuple(cfg["targets"]), curve="balanced", **common)
+    speech = bootstrap_thresholds(trials, targets=(0.5,), curve="speech", **common).assign(curve="speech")
+    return pd.concat([balanced.assign(curve="balanced"), speech], ignore_index=True), band
+
+
+def points(trials: pd.DataFrame, stim: str) -> pd.DataFrame:
+    """Balanced accuracy per level as effective binomial counts (k = n x BA) for plotting."""
+    rows = []
+    for level, df in trials.groupby(stim):
+        ba = metrics.balanced_accuracy(df["label"], df["pred"])
+        rows.append({stim: level, "level": level, "n": len(df), "k": len(df) * ba, "balanced_accuracy": ba})
+    return pd.DataFrame(rows)
+
+
+def summary(row: pd.Series) -> dict:
+    def num(v: float) -> float | None:
+        return None if pd.isna(v) else round(float(v), 3)
+    return {"value": num(row["threshold"]), "status": row["status"], "ci95": [num(row["ci_low"]), num(row["ci_high"])],
+            "ci_status": [row["ci_low_status"], row["ci_high_status"]]}
+
+
+def psychometric(params: dict) -> None:
+    """Run the psychometric stage with ``params`` (params.yaml as a dict)."""
+    pin_cpu_numerics(params["cpu_threads"])  # before any tensor work
+    cfg, seed = get(params, "psychometric"), int(params["seed"])
+    segments = held_out_segments(pd.read_csv("data/hygiene/manifest.csv", keep_default_na=False),
+                             pd.read_csv("data/mixed/groups.csv"))
+    bases = pick_bases(segments, cfg["bases_per_class"], cfg["base_ms"] / 1000, seed)
+    table, audio = build_variants(bases, cfg, get(params, "mix"), get(params, "normalize"),
+                                  float(get(params, "hygiene.min_speech_frac")), seed)
+    preds = predictions(audio, params)
+
+    metrics = {"bases": {"speech": int((bases["label"] == "speech").sum()),
+                         "nonspeech": int((bases["label"] == "nonspeech").sum()),
+                         "groups": int(bases["group"].nunique())},
+               "variants": int(len(table)), "systems": {}}
+    all_points, all_curves, all_thresholds = [], [], []
+    for system, pred in preds.items():
+        trials = table.assign(pred=pred, correct=(pred == table["label"]).astype(int))
+        out: dict = {}
+        for cond, df in trials.groupby("condition"):
+            if cond == "duration" or cond.startswith("snr@"):
+                stim, kind = ("duration_ms", "log_logistic") if cond == "duration" else ("snr_db", "logistic")
+                th, band = thresholds_and_band(df, stim, kind, cfg, seed)
+                name = "DT" if cond == "duration" else f"SNR{cond[3:]}-"
+                for _, r in th.iterrows():
+                    key = f"{name}{int(round(100 * r['target']))}" if cond == "duration" else \
+                        f"SNR-{int(round(100 * r['target']))}{cond[3:]}"
+                    out[key] = summary(r)
+                all_points.append(points(df, stim).assign(system=system, condition=cond))
+                all_curves.append(band.assign(system=system, condition=cond))
+                all_thresholds.append(th[th["curve"] == "balanced"].assign(system=system, condition=cond))
+            else:
+                for level, d in df.groupby("level"):
+                    ci = bootstrap.group_bootstrap_ci(metrics.balanced_accuracy, d["label"].to_numpy(), d["pred"].to_numpy(),
+                                                  d["group"].to_numpy(), n_boot=cfg["n_boot"], seed=seed)
+                    out[f"{cond}:{level}"] = {"balanced_accuracy": round(ci.estimate, 4),
+                                              "ci95": [round(ci.low, 4), round(ci.high, 4)]}
+        metrics["systems"][system] = out
+    write_json("metrics/psychometric.json", metrics)
+    pts, crv, ths = (pd.concat(x, ignore_index=True) for x in (all_points, all_curves, all_thresholds))
+    write_csv("plots/psychometric_points.csv", pts)
+    # Wide tables for `dvc plots` (one line per system): duration, and SNR at the longest SNR duration.
+    longest = f"snr@{max(cfg['snr_durations_ms'])}ms"
+    for name, cond, stim in (("duration", "duration", "duration_ms"), ("snr", longest, "snr_db")):
+        wide = pts[pts["condition"] == cond].pivot_table(index=stim, columns="system", values="balanced_accuracy")
+        write_csv(f"plots/psychometric_{name}.csv", wide.reset_index()[[stim, *preds]])
+    shutil.rmtree("plots/psychometric", ignore_errors=True)  # one PNG per condition of *these* params
+    for cond in pts["condition"].unique():
+        stim = "duration_ms" if cond == "duration" else "snr_db"
+        sel = (lambda df: df[df["condition"] == cond])  # noqa: E731
+        psychometric_png(sel(pts), sel(crv), sel(ths), f"plots/psychometric/{cond.replace('@', '_')}.png", x=stim,
+                         y_label="balanced accuracy")
+

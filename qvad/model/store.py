@@ -1,0 +1,60 @@
+"""Where the trained model lives and how every later stage loads it.
+
+``models/base`` is the base checkpoint: for the tiny preset the checkpoint itself (built
+offline, saved like a hub checkpoint); for the real model a ``source.json`` naming the hub
+id, so the 15 GB weights stay in the Hugging Face cache. ``models/adapter`` holds the LoRA
+adapter (plus, for tiny, the fully trained audio tower and projector), the processor and
+the params that made it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from peft import PeftModel
+
+from qvad.common.atomic import write_json
+from qvad.model.encoder_truncation import enable_encoder_truncation
+from qvad.model.loading import load_model_and_processor
+from qvad.model.presets.tiny import build_tiny_checkpoint
+
+BASE = Path("models/base")
+ADAPTER = Path("models/adapter")
+HUB_IDS = {"qwen2-audio-7b-instruct": "Qwen/Qwen2-Audio-7B-Instruct"}
+
+
+def device() -> str:
+    """The GPU when there is one, else the CPU."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def prepare_base(model_cfg: Mapping[str, Any], seed: int, base: Path = BASE) -> dict[str, Any]:
+    """Create ``models/base`` for the preset and return model params pointing at it."""
+    base.mkdir(parents=True, exist_ok=True)
+    if model_cfg["preset"] == "tiny":
+        build_tiny_checkpoint(base, seed=seed, **dict(model_cfg.get("tiny") or {}))
+        return {**model_cfg, "path": str(base)}
+    hub_id = model_cfg.get("path") or HUB_IDS[model_cfg["preset"]]
+    write_json(base / "source.json", {"preset": model_cfg["preset"], "hub_id": hub_id})
+    return {**model_cfg, "path": hub_id}
+
+
+def base_cfg(model_cfg: Mapping[str, Any], base: Path = BASE) -> dict[str, Any]:
+    """Model params pointing at the base that ``prepare_base`` made."""
+    source = base / "source.json"
+    path = json.loads(source.read_text())["hub_id"] if source.exists() else str(base)
+    return {**model_cfg, "path": path}
+
+
+def load_trained(model_cfg: Mapping[str, Any], adapter: Path = ADAPTER, base: Path = BASE,
+                 dev: str | None = None) -> tuple[PeftModel, Any]:
+    """Base model + trained adapter, in eval mode, with encoder truncation as params say."""
+    model, processor = load_model_and_processor(base_cfg(model_cfg, base), dev or device(), for_training=False)
+    model = PeftModel.from_pretrained(model, str(adapter), is_trainable=False)
+    if model_cfg.get("truncate_encoder", True):
+        enable_encoder_truncation(model, int(model_cfg.get("truncate_multiple", 20)))
+    model.eval()
+    return model, processor

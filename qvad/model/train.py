@@ -1,0 +1,96 @@
+"""The train stage: LoRA / QLoRA fine-tuning of Qwen2-Audio on the A/B speech question."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from qvad.common.atomic import write_csv, write_json
+from qvad.model.collate import ABCollator
+from qvad.common.cpu_numerics import pin_cpu_numerics
+from qvad.model.dataset import ClipDataset
+from qvad.model.encoder_truncation import enable_encoder_truncation
+from qvad.model.loading import load_model_and_processor
+from qvad.model.lora import apply_lora
+from qvad.model.store import ADAPTER, device, prepare_base
+from qvad.common.params import get, require
+from qvad.model.trainer import (ABTrainer, AugmentingCollator, LossHistory, prepare_checkpoint_dir, run_key,
+                           training_arguments)
+
+CKPT = Path("models/checkpoints")
+SPLITS = [Path("data/splits/train.csv"), Path("data/splits/dev.csv")]
+
+
+def check(cfg: dict) -> None:
+    """Fail early, naming the key, on a training value that cannot work."""
+    for key in ("epochs", "learning_rate", "batch_size", "grad_accum", "eval_steps"):
+        require(cfg[key] > 0, f"train.{key}", "must be > 0")
+    require(cfg["select_on"] in ("eval_loss", "eval_balanced_accuracy"), "train.select_on",
+            "must be eval_loss or eval_balanced_accuracy")
+
+
+def train(params: dict) -> None:
+    """Run the train stage with ``params`` (params.yaml as a dict)."""
+    cpu_kernels = pin_cpu_numerics(params["cpu_threads"])  # before any tensor work
+    seed = int(params["seed"])
+    cfg, model_cfg, lora_cfg, prompt_cfg = (dict(get(params, k)) for k in ("train", "model", "lora", "prompt"))
+    check(cfg)
+    torch.manual_seed(seed)
+    dev_name = device()
+    model_cfg = prepare_base(model_cfg, seed)
+    model, processor = load_model_and_processor(model_cfg, dev_name, for_training=True)
+    model, counts = apply_lora(model, lora_cfg, model_cfg["preset"])
+    if model_cfg.get("truncate_encoder", True):  # peft's trainable copies of the tower too
+        enable_encoder_truncation(model, int(model_cfg.get("truncate_multiple", 20)))
+
+    train_set, dev_set = ClipDataset(SPLITS[0]), ClipDataset(SPLITS[1])
+    run_params = {k: params[k] for k in ("seed", "cpu_threads", "train", "model", "lora", "prompt")}
+    resume = prepare_checkpoint_dir(CKPT, run_key(run_params, SPLITS))
+    history = LossHistory()
+    trainer = ABTrainer(
+        model=model,
+        args=training_arguments(cfg, CKPT, seed, use_cpu=dev_name == "cpu",
+                                bf16=dev_name == "cuda" and model_cfg.get("dtype") == "bfloat16"),
+        train_dataset=train_set,
+        eval_dataset=dev_set,
+        data_collator=AugmentingCollator(ABCollator(processor, prompt_cfg, feature_device=dev_name),
+                                        cfg["spec_augment"], seed),
+        processing_class=processor,
+        callbacks=[history],
+        dev_set=dev_set,
+        prompt_cfg=prompt_cfg,
+        score_batch=cfg["batch_size"] * 2,
+    )
+    start = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    wall = time.perf_counter() - start
+    best = trainer.evaluate()
+
+    if ADAPTER.exists():
+        shutil.rmtree(ADAPTER)
+    trainer.model.save_pretrained(ADAPTER, safe_serialization=True)
+    processor.save_pretrained(ADAPTER)
+    write_json(ADAPTER / "train_params.json", {k: params[k] for k in ("seed", "model", "lora", "train", "prompt")})
+    train_log, dev_log = history.tables()
+    write_csv("plots/train_loss.csv", train_log)
+    write_csv("plots/dev_loss.csv", dev_log)
+    write_json("metrics/train.json", {
+        "preset": model_cfg["preset"],
+        "audio_tower": "trained in full (tiny preset has no pretrained weights)" if model_cfg["preset"] == "tiny"
+        else ("LoRA" if lora_cfg.get("include_audio_tower") else "frozen"),
+        "steps": int(result.global_step),
+        "resumed": resume is not None,
+        "final_train_loss": round(float(train_log["train_loss"].iloc[-1]), 5),
+        "best_dev_loss": round(float(best["eval_loss"]), 5),
+        "best_dev_balanced_accuracy": round(float(best["eval_balanced_accuracy"]), 5),
+        "best_checkpoint": Path(trainer.state.best_model_checkpoint or "").name,
+        "train_clips_per_second": round(len(train_set) * cfg["epochs"] / wall, 3),
+        "trainable_parameters": {k: int(v) for k, v in counts.items()},
+        "device": dev_name,
+        "cpu_kernels": cpu_kernels,
+    })
+    shutil.rmtree(CKPT, ignore_errors=True)
+

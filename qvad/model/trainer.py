@@ -1,0 +1,173 @@
+"""Fine-tuning with the Hugging Face Trainer: answer-token loss, dev-selected best adapter, resumable.
+
+The Trainer gives checkpoints, resume, schedulers, accumulation and a progress bar for
+free. Two things are ours: the collator (loss on the answer token only, see
+qvad.model.collate) and evaluation, which adds dev balanced accuracy from the same lean A/B
+scorer the evaluate stage uses, so "best" means best at the task, not just lowest loss.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+import torch
+from transformers import Trainer, TrainerCallback, TrainingArguments
+
+from qvad.model.collate import ABCollator
+from qvad.model.dataset import ClipDataset, spec_augment
+from qvad.model.scoring import score_ab_logits
+from qvad.analysis.metrics import balanced_accuracy
+
+
+class AugmentingCollator:
+    """Training collator: ABCollator plus optional light SpecAugment (seeded)."""
+
+    def __init__(self, base: ABCollator, enabled: bool, seed: int) -> None:
+        self.base = base
+        self.enabled = enabled
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __call__(self, examples: list[dict]) -> Any:
+        batch = self.base(examples)
+        if self.enabled:
+            valid = batch["feature_attention_mask"].sum(-1)
+            batch["input_features"] = spec_augment(batch["input_features"], valid, self.generator)
+        return batch
+
+
+class ABTrainer(Trainer):
+    """Trainer whose evaluation also reports dev balanced accuracy from the A/B scorer."""
+
+    def __init__(self, *args: Any, dev_set: ClipDataset, prompt_cfg: Mapping, score_batch: int,
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.dev_set = dev_set
+        self.prompt_cfg = prompt_cfg
+        self.score_batch = score_batch
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        metrics = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        logits = score_ab_logits(self.model, self.processing_class, self.dev_set.audio, self.prompt_cfg,
+                                 self.score_batch)
+        pred = (logits[:, 0] > logits[:, 1]).astype(int)
+        extra = {f"{metric_key_prefix}_balanced_accuracy": balanced_accuracy(self.dev_set.labels, pred)}
+        metrics.update(extra)
+        self.log(extra)
+        return metrics
+
+
+class LossHistory(TrainerCallback):
+    """Collects (step, train loss) and (step, dev loss, dev balanced accuracy) for the plots."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict] = []
+
+    def on_log(self, args, state, control, logs=None, **kwargs) -> None:  # noqa: D401 (HF signature)
+        logs = logs or {}
+        row = {"step": state.global_step}
+        if "loss" in logs:
+            row["train_loss"] = logs["loss"]
+        if "eval_loss" in logs:
+            row["dev_loss"] = logs["eval_loss"]
+        if "eval_balanced_accuracy" in logs:
+            row["dev_balanced_accuracy"] = logs["eval_balanced_accuracy"]
+        if len(row) > 1:
+            self.rows.append(row)
+
+    def tables(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """(step, train_loss) and (step, dev_loss, dev_balanced_accuracy) for the DVC plots.
+
+        The Trainer logs dev loss and :class:`ABTrainer`'s balanced accuracy in two calls at the
+        same step, so rows are merged per step first; the first value per step is kept (the
+        evaluation during training, not the re-evaluation of the best checkpoint after it).
+        """
+        log = pd.DataFrame(self.rows, columns=["step", "train_loss", "dev_loss", "dev_balanced_accuracy"])
+        train = log.dropna(subset=["train_loss"])[["step", "train_loss"]]
+        dev = log.groupby("step", as_index=False).first().dropna(subset=["dev_loss"])
+        return train.reset_index(drop=True), dev[["step", "dev_loss", "dev_balanced_accuracy"]].reset_index(drop=True)
+
+
+def run_key(params: Mapping[str, Any], data_files: list[Path]) -> str:
+    """Identity of a training run: params plus split contents. Checkpoints resume only on a match."""
+    h = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode())
+    for f in data_files:
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _complete(checkpoint: Path) -> bool:
+    """A checkpoint the Trainer finished: it writes trainer_state.json last (weights, optimiser first)."""
+    try:
+        json.loads((checkpoint / "trainer_state.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def prepare_checkpoint_dir(ckpt_dir: Path, key: str) -> Path | None:
+    """The checkpoint to resume from, or None after starting ``ckpt_dir`` afresh.
+
+    Checkpoints are reused only when ``RUN_KEY`` matches this run. A checkpoint cut off while
+    being written (the process killed mid-save) is deleted, so the run resumes from the last
+    complete one instead of failing on it.
+    """
+    stamp = ckpt_dir / "RUN_KEY"
+    if stamp.exists() and stamp.read_text() == key:
+        checkpoints = sorted(ckpt_dir.glob("checkpoint-*"), key=lambda c: int(c.name.rsplit("-", 1)[1]))
+        complete = [c for c in checkpoints if _complete(c)]
+        for partial in set(checkpoints) - set(complete):
+            shutil.rmtree(partial)
+        if complete:
+            return complete[-1]
+    if ckpt_dir.exists():
+        shutil.rmtree(ckpt_dir)
+    ckpt_dir.mkdir(parents=True)
+    stamp.write_text(key)
+    return None
+
+
+def training_arguments(cfg: Mapping[str, Any], ckpt_dir: Path, seed: int, use_cpu: bool,
+                       bf16: bool) -> TrainingArguments:
+    """TrainingArguments from ``train.*`` params; the best checkpoint is chosen on dev."""
+    return TrainingArguments(
+        output_dir=str(ckpt_dir),
+        num_train_epochs=cfg["epochs"],
+        learning_rate=cfg["learning_rate"],
+        warmup_steps=cfg["warmup_steps"],
+        lr_scheduler_type=cfg["scheduler"],
+        weight_decay=cfg["weight_decay"],
+        per_device_train_batch_size=cfg["batch_size"],
+        per_device_eval_batch_size=cfg["batch_size"],
+        gradient_accumulation_steps=cfg["grad_accum"],
+        eval_strategy="steps",
+        eval_steps=cfg["eval_steps"],
+        save_strategy="steps",
+        save_steps=cfg["eval_steps"],
+        save_total_limit=2,
+        load_best_model_at_end=True,
+        metric_for_best_model=cfg["select_on"],
+        greater_is_better=cfg["select_on"] == "eval_balanced_accuracy",
+        logging_steps=cfg["logging_steps"],
+        seed=seed,
+        data_seed=seed,
+        bf16=bf16,
+        use_cpu=use_cpu,
+        report_to=[],
+        remove_unused_columns=False,
+        prediction_loss_only=True,
+        dataloader_num_workers=0,
+        disable_tqdm=False,
+    )
+
+
+def dev_predictions(model: torch.nn.Module, processor: Any, dev: ClipDataset, prompt_cfg: Mapping,
+                    batch: int) -> np.ndarray:
+    """Hard dev predictions from the scorer (1 = speech)."""
+    logits = score_ab_logits(model, processor, dev.audio, prompt_cfg, batch)
+    return (logits[:, 0] > logits[:, 1]).astype(int)
