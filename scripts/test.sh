@@ -4,9 +4,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-# espeak-ng is for the tests only: real synthetic speech for the Silero sanity test.
-if ! command -v espeak-ng >/dev/null && command -v apt-get >/dev/null; then
+# Test-only Python packages (the reference ctranslate2 for the Whisper conversion test).
+.venv/bin/python -m pip install -q -r requirements-test.txt
+# Test-only Debian packages: espeak-ng (real synthetic speech for the Silero sanity test) and
+# chromium (the offline rendering checks of the plots and the error report).
+if command -v apt-get >/dev/null; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  $SUDO apt-get install -y -qq espeak-ng >/dev/null
+  for pkg in espeak-ng chromium; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || $SUDO apt-get install -y -qq "$pkg" >/dev/null
+  done
 fi
 exec .venv/bin/python -m pytest -q "$@"

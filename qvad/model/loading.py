@@ -1,4 +1,4 @@
-"""Load Qwen2-Audio (tiny offline build or the real 7B) ready for training or scoring on a device.
+"""Load Qwen2-Audio (an offline preset or the real 7B) ready for training or scoring on a device.
 
 Everything model-shaped that a stage does before training or scoring lives here, so training
 and evaluation cannot drift apart: same dtype rules, same quantization, same encoder path,
@@ -18,7 +18,7 @@ from transformers.models.qwen2.modeling_qwen2 import Qwen2RMSNorm
 from transformers.models.qwen2_audio.modeling_qwen2_audio import Qwen2AudioModel
 
 from qvad.model.encoder_truncation import enable_encoder_truncation
-from qvad.model.presets import PRESETS
+from qvad.model.presets import LOCAL_PRESETS, PRESETS
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -116,7 +116,7 @@ def load_model_and_processor(
 ) -> tuple[Qwen2AudioForConditionalGeneration, Any]:
     """Load the checkpoint named by ``model.*`` params and its processor, ready for ``device``.
 
-    Keys: ``preset`` ('tiny' | 'qwen2-audio-7b-instruct'), ``path`` (local dir for tiny, hub id
+    Keys: ``preset`` (see qvad.model.presets), ``path`` (local dir for offline presets, hub id
     for real), ``quantization`` ('none' | 'bf16' | 'nf4'), ``dtype`` (float32 | bfloat16 | float16 |
     null), ``truncate_encoder`` (bool, default true), ``truncate_multiple`` (even int, default 20),
     ``gradient_checkpointing`` (bool, default false; training only), ``kbit_fp32_upcast`` (bool,
@@ -132,10 +132,10 @@ def load_model_and_processor(
         raise ValueError(f"model.preset must be one of {PRESETS}, got {preset!r}")
     path = model_cfg.get("path")
     if not path:
-        raise ValueError("model.path is required (local dir for 'tiny', hub id or dir for the real model)")
-    if preset == "tiny" and not (Path(path) / "config.json").is_file():
+        raise ValueError("model.path is required (local dir for an offline preset, hub id or dir for the real model)")
+    if preset in LOCAL_PRESETS and not (Path(path) / "config.json").is_file():
         raise FileNotFoundError(
-            f"tiny checkpoint not found at {path}: build it with qvad.model.presets.tiny.build_tiny_checkpoint"
+            f"{preset} checkpoint not found at {path}: build it with qvad.model.store.prepare_base"
         )
     quant = model_cfg.get("quantization", "none")
     quant_config = _quantization_config(quant)

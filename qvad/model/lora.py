@@ -6,13 +6,13 @@ The scope is anchored on module paths because peft matches name suffixes: a plai
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Mapping
 
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import Qwen2AudioForConditionalGeneration
 
-from qvad.model.loading import AUDIO_MODULES
-from qvad.model.presets import PRESETS
+from qvad.model.presets import FULLY_TRAINED, PRESETS
 
 _LM_LAYERS = r"model\.language_model\.layers\.\d+\."
 _AUDIO_LAYERS = r"model\.audio_tower\.layers\.\d+\."
@@ -47,31 +47,60 @@ def apply_lora(
     """Wrap ``model`` with LoRA per ``lora.*`` params; return the peft model and parameter counts.
 
     Keys: ``r``, ``alpha``, ``dropout``, ``targets`` ('attention' | 'attention+mlp'),
-    ``include_audio_tower`` (default false). For preset 'tiny' nothing is pretrained, so the audio
-    tower and projector are trained in full (peft ``modules_to_save``, hence saved with the
-    adapter) while the language model takes LoRA. Counts: ``total`` (all parameters, peft's
+    ``include_audio_tower`` (default false). Modules a preset has no pretrained weights for
+    (``FULLY_TRAINED``: for 'tiny' the audio tower and projector, for 'whisper-tiny' the projector)
+    are trained in full (peft ``modules_to_save``, hence saved with the adapter) while the
+    language model takes LoRA. Counts: ``total`` (all parameters, peft's
     trainable copies included), ``trainable``, ``lora``, ``full`` (trainable non-LoRA parameters).
     """
     if preset not in PRESETS:
         raise ValueError(f"preset must be one of {PRESETS}, got {preset!r}")
     include_audio = bool(lora_cfg.get("include_audio_tower", False))
-    if preset == "tiny" and include_audio:
+    full = FULLY_TRAINED[preset]
+    if include_audio and "model.audio_tower" in full:
         raise ValueError(
-            "lora.include_audio_tower is meaningless for preset 'tiny': its audio tower is trained in full"
+            f"lora.include_audio_tower is meaningless for preset {preset!r}: its audio tower is trained in full"
         )
     config = LoraConfig(
         r=int(lora_cfg["r"]),
         lora_alpha=lora_cfg["alpha"],
         lora_dropout=float(lora_cfg.get("dropout", 0.0)),
         target_modules=lora_target_regex(lora_cfg.get("targets", "attention"), include_audio),
-        modules_to_save=[name.rsplit(".", 1)[-1] for name in AUDIO_MODULES] if preset == "tiny" else None,
+        modules_to_save=[name.rsplit(".", 1)[-1] for name in full] or None,
         bias="none",
         task_type="CAUSAL_LM",
     )
-    peft_model = get_peft_model(model, config)
+    with warnings.catch_warnings():  # peft reads transformers' deprecated is_gradient_checkpointing
+        warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*", category=FutureWarning)
+        peft_model = get_peft_model(model, config)
     trainable, total = peft_model.get_nb_trainable_parameters()
     lora = sum(p.numel() for n, p in peft_model.named_parameters() if p.requires_grad and "lora_" in n)
     counts = {"total": int(total), "trainable": int(trainable), "lora": int(lora), "full": int(trainable - lora)}
     if lora == 0:
         raise RuntimeError(f"LoRA matched no module with pattern {config.target_modules!r}")
     return peft_model, counts
+
+
+def training_roles(peft_model: PeftModel) -> dict[str, dict[str, object]]:
+    """Per top-level part (audio tower, projector, language model, lm_head): how it is trained.
+
+    ``role`` is 'LoRA' (adapters on it, base weights frozen), 'full' (every weight trains) or
+    'frozen'; with the parameter counts behind it, so metrics/train.json says what learned.
+    """
+    parts = {"audio_tower": "audio_tower", "multi_modal_projector": "multi_modal_projector",
+             "language_model": "language_model", "lm_head": "lm_head"}
+    stats = {name: {"lora": 0, "full": 0, "frozen": 0} for name in parts}
+    for name, param in peft_model.named_parameters():
+        part = next((p for p in parts if f".{p}." in f".{name}."), None)
+        if part is None:
+            continue
+        if "original_module" in name:  # peft keeps the untouched original beside a modules_to_save copy
+            continue
+        kind = "lora" if "lora_" in name else ("full" if param.requires_grad else "frozen")
+        stats[part][kind] += param.numel()
+    roles = {}
+    for part, counts in stats.items():
+        role = "LoRA" if counts["lora"] else ("full" if counts["full"] and not counts["frozen"] else
+                                              "frozen" if not counts["full"] else "partly trained")
+        roles[part] = {"role": role, "parameters": {k: int(v) for k, v in counts.items()}}
+    return roles

@@ -1,15 +1,16 @@
 """Where the trained model lives and how every later stage loads it.
 
-``models/base`` is the base checkpoint: for the tiny preset the checkpoint itself (built
-offline, saved like a hub checkpoint); for the real model a ``source.json`` naming the hub
-id, so the 15 GB weights stay in the Hugging Face cache. ``models/adapter`` holds the LoRA
-adapter (plus, for tiny, the fully trained audio tower and projector), the processor and
-the params that made it.
+``models/base`` is the base checkpoint: for the offline presets ('whisper-tiny', 'tiny') the
+checkpoint itself (built offline, saved like a hub checkpoint); for the real model a
+``source.json`` naming the hub id, so the 15 GB weights stay in the Hugging Face cache.
+``models/adapter`` holds the LoRA adapter (plus the modules a preset trains in full), the
+processor and the params that made it.
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -19,10 +20,14 @@ from peft import PeftModel
 from qvad.common.atomic import write_json
 from qvad.model.encoder_truncation import enable_encoder_truncation
 from qvad.model.loading import load_model_and_processor
+from qvad.model.presets import LOCAL_PRESETS
 from qvad.model.presets.tiny import build_tiny_checkpoint
+from qvad.model.presets.whisper_tiny import build_whisper_tiny_checkpoint
 
 BASE = Path("models/base")
 ADAPTER = Path("models/adapter")
+PROMPT = Path("models/prompt.json")
+"""The prompt optimize_prompt chose on dev (the training prompt unless one beat it): what later stages score with."""
 HUB_IDS = {"qwen2-audio-7b-instruct": "Qwen/Qwen2-Audio-7B-Instruct"}
 
 
@@ -34,12 +39,20 @@ def device() -> str:
 def prepare_base(model_cfg: Mapping[str, Any], seed: int, base: Path = BASE) -> dict[str, Any]:
     """Create ``models/base`` for the preset and return model params pointing at it."""
     base.mkdir(parents=True, exist_ok=True)
-    if model_cfg["preset"] == "tiny":
-        build_tiny_checkpoint(base, seed=seed, **dict(model_cfg.get("tiny") or {}))
+    preset = model_cfg["preset"]
+    if preset in LOCAL_PRESETS:
+        build = build_tiny_checkpoint if preset == "tiny" else build_whisper_tiny_checkpoint
+        build(base, seed=seed, **dict(model_cfg.get(preset.replace("-", "_")) or {}))
         return {**model_cfg, "path": str(base)}
     hub_id = model_cfg.get("path") or HUB_IDS[model_cfg["preset"]]
     write_json(base / "source.json", {"preset": model_cfg["preset"], "hub_id": hub_id})
     return {**model_cfg, "path": hub_id}
+
+
+def read_prompt(path: Path = PROMPT) -> dict[str, str]:
+    """The chosen prompt as ``prompt.*`` params: ``{"system": ..., "user": ...}``."""
+    chosen = json.loads(path.read_text(encoding="utf-8"))
+    return {"system": chosen["system"], "user": chosen["user"]}
 
 
 def base_cfg(model_cfg: Mapping[str, Any], base: Path = BASE) -> dict[str, Any]:
@@ -49,11 +62,18 @@ def base_cfg(model_cfg: Mapping[str, Any], base: Path = BASE) -> dict[str, Any]:
     return {**model_cfg, "path": path}
 
 
-def load_trained(model_cfg: Mapping[str, Any], adapter: Path = ADAPTER, base: Path = BASE,
-                 dev: str | None = None) -> tuple[PeftModel, Any]:
-    """Base model + trained adapter, in eval mode, with encoder truncation as params say."""
+def load_trained(model_cfg: Mapping[str, Any], adapter: Path | None = ADAPTER, base: Path = BASE,
+                 dev: str | None = None) -> tuple[torch.nn.Module, Any]:
+    """Base model + trained adapter, in eval mode, with encoder truncation as params say.
+
+    ``adapter=None`` gives the base model alone: the "no LoRA" half of the study's comparison.
+    """
     model, processor = load_model_and_processor(base_cfg(model_cfg, base), dev or device(), for_training=False)
-    model = PeftModel.from_pretrained(model, str(adapter), is_trainable=False)
+    if adapter is None:
+        return model, processor
+    with warnings.catch_warnings():  # peft reads transformers' deprecated is_gradient_checkpointing
+        warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*", category=FutureWarning)
+        model = PeftModel.from_pretrained(model, str(adapter), is_trainable=False)
     if model_cfg.get("truncate_encoder", True):
         enable_encoder_truncation(model, int(model_cfg.get("truncate_multiple", 20)))
     model.eval()

