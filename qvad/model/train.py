@@ -8,36 +8,49 @@ from pathlib import Path
 
 import torch
 
-from qvad.common.atomic import write_csv, write_json
+from qvad.common.atomic import write_json
 from qvad.model.collate import ABCollator
 from qvad.common.cpu_numerics import pin_cpu_numerics
 from qvad.model.dataset import ClipDataset
+from qvad.model.encoder_cache import cache_frozen_encoder, encoder_trains
 from qvad.model.encoder_truncation import enable_encoder_truncation
 from qvad.model.loading import load_model_and_processor
-from qvad.model.lora import apply_lora
+from qvad.model.lora import apply_lora, training_roles
 from qvad.model.store import ADAPTER, device, prepare_base
 from qvad.common.params import get, require
-from qvad.model.trainer import (ABTrainer, AugmentingCollator, LossHistory, prepare_checkpoint_dir, run_key,
-                           training_arguments)
+from qvad.model.trainer import (ABTrainer, AugmentingCollator, best_evaluation, prepare_checkpoint_dir, run_key,
+                                training_arguments)
+from qvad.model.training_log import StepDVCLiveCallback
 
 CKPT = Path("models/checkpoints")
+LIVE = Path("dvclive")
+TIMING = Path("logs/train_timing.json")
+"""Wall-clock figures: a log, not a tracked metric (they differ between runs of the same params)."""
 SPLITS = [Path("data/splits/train.csv"), Path("data/splits/dev.csv")]
 
 
 def check(cfg: dict) -> None:
     """Fail early, naming the key, on a training value that cannot work."""
-    for key in ("epochs", "learning_rate", "batch_size", "grad_accum", "eval_steps"):
+    for key in ("epochs", "learning_rate", "batch_size", "grad_accum"):
         require(cfg[key] > 0, f"train.{key}", "must be > 0")
+    require(cfg["eval_steps"] is None or cfg["eval_steps"] > 0, "train.eval_steps", "must be null (each epoch) or > 0")
     require(cfg["select_on"] in ("eval_loss", "eval_balanced_accuracy"), "train.select_on",
             "must be eval_loss or eval_balanced_accuracy")
+
+
+def training_seed(params: dict) -> int:
+    """``train.seed`` when set (training variance on the same data), else the global ``seed``."""
+    value = get(params, "train.seed")
+    require(value is None or isinstance(value, int), "train.seed", "must be null or an integer")
+    return int(params["seed"] if value is None else value)
 
 
 def train(params: dict) -> None:
     """Run the train stage with ``params`` (params.yaml as a dict)."""
     cpu_kernels = pin_cpu_numerics(params["cpu_threads"])  # before any tensor work
-    seed = int(params["seed"])
     cfg, model_cfg, lora_cfg, prompt_cfg = (dict(get(params, k)) for k in ("train", "model", "lora", "prompt"))
     check(cfg)
+    seed = training_seed(params)
     torch.manual_seed(seed)
     dev_name = device()
     model_cfg = prepare_base(model_cfg, seed)
@@ -45,52 +58,56 @@ def train(params: dict) -> None:
     model, counts = apply_lora(model, lora_cfg, model_cfg["preset"])
     if model_cfg.get("truncate_encoder", True):  # peft's trainable copies of the tower too
         enable_encoder_truncation(model, int(model_cfg.get("truncate_multiple", 20)))
+    cache = cache_frozen_encoder(model) if cfg["cache_frozen_encoder"] and not encoder_trains(model) else None
 
     train_set, dev_set = ClipDataset(SPLITS[0]), ClipDataset(SPLITS[1])
     run_params = {k: params[k] for k in ("seed", "cpu_threads", "train", "model", "lora", "prompt")}
     resume = prepare_checkpoint_dir(CKPT, run_key(run_params, SPLITS))
-    history = LossHistory()
+    resumed_step = int(resume.name.rsplit("-", 1)[1]) if resume else 0
+    live = StepDVCLiveCallback(LIVE, resumed_step if resume else None)
+    collator = ABCollator(processor, prompt_cfg, feature_device=dev_name)
     trainer = ABTrainer(
         model=model,
         args=training_arguments(cfg, CKPT, seed, use_cpu=dev_name == "cpu",
                                 bf16=dev_name == "cuda" and model_cfg.get("dtype") == "bfloat16"),
         train_dataset=train_set,
         eval_dataset=dev_set,
-        data_collator=AugmentingCollator(ABCollator(processor, prompt_cfg, feature_device=dev_name),
-                                        cfg["spec_augment"], seed),
+        data_collator=AugmentingCollator(collator, cfg["spec_augment"], seed),
         processing_class=processor,
-        callbacks=[history],
-        dev_set=dev_set,
+        callbacks=[live],
+        eval_collator=collator,
         prompt_cfg=prompt_cfg,
         score_batch=cfg["batch_size"] * 2,
     )
     start = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     wall = time.perf_counter() - start
-    best = trainer.evaluate()
+    best = best_evaluation(trainer.state.log_history, trainer.state.best_model_checkpoint)
 
     if ADAPTER.exists():
         shutil.rmtree(ADAPTER)
     trainer.model.save_pretrained(ADAPTER, safe_serialization=True)
     processor.save_pretrained(ADAPTER)
     write_json(ADAPTER / "train_params.json", {k: params[k] for k in ("seed", "model", "lora", "train", "prompt")})
-    train_log, dev_log = history.tables()
-    write_csv("plots/train_loss.csv", train_log)
-    write_csv("plots/dev_loss.csv", dev_log)
+    losses = [row["loss"] for row in trainer.state.log_history if "loss" in row]
     write_json("metrics/train.json", {
         "preset": model_cfg["preset"],
-        "audio_tower": "trained in full (tiny preset has no pretrained weights)" if model_cfg["preset"] == "tiny"
-        else ("LoRA" if lora_cfg.get("include_audio_tower") else "frozen"),
+        "modules": training_roles(model),
         "steps": int(result.global_step),
         "resumed": resume is not None,
-        "final_train_loss": round(float(train_log["train_loss"].iloc[-1]), 5),
+        "final_train_loss": round(float(losses[-1]), 5),
         "best_dev_loss": round(float(best["eval_loss"]), 5),
         "best_dev_balanced_accuracy": round(float(best["eval_balanced_accuracy"]), 5),
         "best_checkpoint": Path(trainer.state.best_model_checkpoint or "").name,
-        "train_clips_per_second": round(len(train_set) * cfg["epochs"] / wall, 3),
         "trainable_parameters": {k: int(v) for k, v in counts.items()},
         "device": dev_name,
         "cpu_kernels": cpu_kernels,
     })
+    clips = (int(result.global_step) - resumed_step) * cfg["batch_size"] * cfg["grad_accum"]
+    write_json(TIMING, {"train_wall_s": round(wall, 2), "steps_this_run": int(result.global_step) - resumed_step,
+                        "train_clips_per_second": round(clips / wall, 3), "device": dev_name})
+    print(f"train: {wall:.1f} s for {int(result.global_step) - resumed_step} steps "
+          f"({clips / wall:.1f} clips/s on {dev_name})"
+          + (f"; frozen-encoder cache: {cache.misses} clips encoded, {cache.hits} reused" if cache else ""))
     shutil.rmtree(CKPT, ignore_errors=True)
 

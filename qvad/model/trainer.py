@@ -14,10 +14,8 @@ import shutil
 from pathlib import Path
 from typing import Any, Mapping
 
-import numpy as np
-import pandas as pd
 import torch
-from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers import Trainer, TrainingArguments
 
 from qvad.model.collate import ABCollator
 from qvad.model.dataset import ClipDataset, spec_augment
@@ -42,55 +40,51 @@ class AugmentingCollator:
 
 
 class ABTrainer(Trainer):
-    """Trainer whose evaluation also reports dev balanced accuracy from the A/B scorer."""
+    """Trainer whose evaluation also reports dev balanced accuracy from the A/B scorer.
 
-    def __init__(self, *args: Any, dev_set: ClipDataset, prompt_cfg: Mapping, score_batch: int,
+    Evaluation never sees training augmentation: ``eval_collator`` (the plain ABCollator) stands
+    in for the training collator while it runs, and the balanced accuracy is computed on the
+    dataset being evaluated (``eval_dataset`` if given, else the Trainer's own).
+    """
+
+    def __init__(self, *args: Any, eval_collator: ABCollator, prompt_cfg: Mapping, score_batch: int,
                  **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.dev_set = dev_set
+        self.eval_collator = eval_collator
         self.prompt_cfg = prompt_cfg
         self.score_batch = score_batch
 
-    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
-        metrics = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
-        logits = score_ab_logits(self.model, self.processing_class, self.dev_set.audio, self.prompt_cfg,
+    def evaluate(self, eval_dataset: ClipDataset | None = None, ignore_keys: list[str] | None = None,
+                 metric_key_prefix: str = "eval") -> dict[str, float]:
+        train_collator, self.data_collator = self.data_collator, self.eval_collator
+        try:
+            metrics = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        finally:
+            self.data_collator = train_collator
+        dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
+        logits = score_ab_logits(self.model, self.processing_class, dataset.audio, self.prompt_cfg,
                                  self.score_batch)
         pred = (logits[:, 0] > logits[:, 1]).astype(int)
-        extra = {f"{metric_key_prefix}_balanced_accuracy": balanced_accuracy(self.dev_set.labels, pred)}
+        extra = {f"{metric_key_prefix}_balanced_accuracy": balanced_accuracy(dataset.labels, pred)}
         metrics.update(extra)
         self.log(extra)
         return metrics
 
 
-class LossHistory(TrainerCallback):
-    """Collects (step, train loss) and (step, dev loss, dev balanced accuracy) for the plots."""
+def best_evaluation(log_history: list[dict], best_checkpoint: str | None) -> dict[str, float]:
+    """Dev metrics logged at the best checkpoint's step, so the best need not be scored again.
 
-    def __init__(self) -> None:
-        self.rows: list[dict] = []
-
-    def on_log(self, args, state, control, logs=None, **kwargs) -> None:  # noqa: D401 (HF signature)
-        logs = logs or {}
-        row = {"step": state.global_step}
-        if "loss" in logs:
-            row["train_loss"] = logs["loss"]
-        if "eval_loss" in logs:
-            row["dev_loss"] = logs["eval_loss"]
-        if "eval_balanced_accuracy" in logs:
-            row["dev_balanced_accuracy"] = logs["eval_balanced_accuracy"]
-        if len(row) > 1:
-            self.rows.append(row)
-
-    def tables(self) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """(step, train_loss) and (step, dev_loss, dev_balanced_accuracy) for the DVC plots.
-
-        The Trainer logs dev loss and :class:`ABTrainer`'s balanced accuracy in two calls at the
-        same step, so rows are merged per step first; the first value per step is kept (the
-        evaluation during training, not the re-evaluation of the best checkpoint after it).
-        """
-        log = pd.DataFrame(self.rows, columns=["step", "train_loss", "dev_loss", "dev_balanced_accuracy"])
-        train = log.dropna(subset=["train_loss"])[["step", "train_loss"]]
-        dev = log.groupby("step", as_index=False).first().dropna(subset=["dev_loss"])
-        return train.reset_index(drop=True), dev[["step", "dev_loss", "dev_balanced_accuracy"]].reset_index(drop=True)
+    The Trainer logs dev loss and :class:`ABTrainer`'s balanced accuracy in two entries of one
+    step; both are merged. Without a best checkpoint (no evaluation ran) this is an error.
+    """
+    if not best_checkpoint:
+        raise RuntimeError("training ran no dev evaluation: no best checkpoint to report")
+    step = int(Path(best_checkpoint).name.rsplit("-", 1)[1])
+    merged: dict[str, float] = {}
+    for row in log_history:
+        if row.get("step") == step:
+            merged.update({k: v for k, v in row.items() if k.startswith("eval_") and k not in merged})
+    return merged
 
 
 def run_key(params: Mapping[str, Any], data_files: list[Path]) -> str:
@@ -145,9 +139,11 @@ def training_arguments(cfg: Mapping[str, Any], ckpt_dir: Path, seed: int, use_cp
         per_device_train_batch_size=cfg["batch_size"],
         per_device_eval_batch_size=cfg["batch_size"],
         gradient_accumulation_steps=cfg["grad_accum"],
-        eval_strategy="steps",
+        # Dev evaluation (a loss pass and a scorer pass over dev) and a checkpoint every
+        # ``eval_steps`` optimiser steps, or once per epoch when it is null.
+        eval_strategy="epoch" if cfg["eval_steps"] is None else "steps",
         eval_steps=cfg["eval_steps"],
-        save_strategy="steps",
+        save_strategy="epoch" if cfg["eval_steps"] is None else "steps",
         save_steps=cfg["eval_steps"],
         save_total_limit=2,
         load_best_model_at_end=True,
@@ -164,10 +160,3 @@ def training_arguments(cfg: Mapping[str, Any], ckpt_dir: Path, seed: int, use_cp
         dataloader_num_workers=0,
         disable_tqdm=False,
     )
-
-
-def dev_predictions(model: torch.nn.Module, processor: Any, dev: ClipDataset, prompt_cfg: Mapping,
-                    batch: int) -> np.ndarray:
-    """Hard dev predictions from the scorer (1 = speech)."""
-    logits = score_ab_logits(model, processor, dev.audio, prompt_cfg, batch)
-    return (logits[:, 0] > logits[:, 1]).astype(int)
