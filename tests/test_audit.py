@@ -20,12 +20,12 @@ def clean_clips() -> pd.DataFrame:
                 rows.append({"clip_id": key, "split": split, "label": label, "group": f"g-{key}",
                              "source_id": f"src-{key}", "audio_md5": f"md5-{key}", "fingerprint": f"fp-{key}",
                              "noise_type": "ambience", "noise_id": f"n-{split}-{k}", "noise_group": f"ng-{split}",
-                             "duration_ms": 200, "snr_db": 0})
+                             "duration_ms": 200, "snr_db": 0, "voiced_frac": 0.9 if label == "speech" else 0.0})
     return pd.DataFrame(rows)
 
 
 def audit(clips: pd.DataFrame) -> dict:
-    return run_audit(clips, DESIGN, min_per_cell=3, max_imbalance=0.15)
+    return run_audit(clips, DESIGN, min_per_cell=3, max_imbalance=0.15, min_voiced=0.7)
 
 
 def test_clean_splits_pass():
@@ -65,3 +65,12 @@ def test_fingerprint_ignores_gain_but_not_content():
     x = voiced_like(1.0)
     assert envelope_fingerprint(x) == envelope_fingerprint(0.5 * x)
     assert envelope_fingerprint(x) != envelope_fingerprint(voiced_like(1.0)[::-1].copy())
+
+
+def test_under_voiced_speech_clip_fails_and_is_named():
+    """A speech clip whose cut fell in a pause is named; non-speech clips have no voicing floor."""
+    clips = clean_clips()
+    clips.loc[clips["clip_id"] == "test-speech-1", "voiced_frac"] = 0.4
+    report = audit(clips)
+    assert not report["passed"] and report["speech_clips_below_voicing_floor"] == 1
+    assert any("voicing floor" in f and "test-speech-1" in f for f in report["findings"])

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from qvad.data.sources.builtin import PackageError, classify, collect_builtin, is_music
+from qvad.data.sources.builtin import PackageError, _safe_id, classify, collect_builtin, is_music
 from qvad.data.sources.local import collect_local
 
 
@@ -22,6 +22,15 @@ from qvad.data.sources.local import collect_local
     ("warzone2100-music", "usr/share/games/warzone2100/music/albums/legacy_soundtrack/track9.opus", "nonspeech",
      "warzone:legacy_soundtrack/track9"),
     ("colobot-common-sounds", "usr/share/games/colobot/sounds/sound038.wav", "nonspeech", "colobot:sound038"),
+    ("asterisk-prompt-it-menardi-wav", "usr/share/asterisk/sounds/it_IT_f_Menardi/vm-goodbye.wav", "speech",
+     "asterisk:Menardi"),
+    ("fillets-ng-data-nl", "usr/share/games/fillets-ng/sound/city/nl/vit-m-proc.ogg", "speech", "fillets-nl:m"),
+    ("fillets-ng-data-nl", "usr/share/games/fillets-ng/sound/city/nl/vit-hs-klid1.ogg", "speech", "fillets-nl:other"),
+    ("gcin-voice", "usr/share/gcin-voice/ogg/\u3105\u311a/5.ogg", "speech", "gcin:5"),
+    ("kajongg", "usr/share/kajongg/voices/de/female1/pung.ogg", "speech", "kajongg:female1"),
+    ("kajongg", "usr/share/kajongg/voices/female1/pung.ogg", "speech", "kajongg:female1"),
+    ("saytime", "usr/share/saytime/the_time_is.au", "speech", "saytime:dawson"),
+    ("alsa-utils", "usr/share/sounds/alsa/Front_Left.wav", "speech", "alsa:channel-names"),
 ])
 def test_rules_give_label_and_group(package, path, label, group):
     rule = classify(package, path)
@@ -68,3 +77,15 @@ def test_local_source_needs_both_class_folders(tmp_path):
     (tmp_path / "speech").mkdir()
     with pytest.raises(FileNotFoundError, match="nonspeech"):
         collect_local(tmp_path)
+
+
+def test_non_ascii_folder_names_give_distinct_ids():
+    """gcin-voice names its folders in Zhuyin: sanitising them to '_' made 2,358 files share ids."""
+    a = _safe_id("gcin-voice", "usr/share/gcin-voice/ogg/\u3105\u311a/3.ogg")
+    b = _safe_id("gcin-voice", "usr/share/gcin-voice/ogg/\u3106\u311a/3.ogg")
+    assert a != b and a.isascii() and b.isascii()
+    assert _safe_id("klettres-data", "usr/share/klettres/fr/alpha/a.ogg") == "klettres-data__klettres__fr__alpha__a"
+
+
+def test_alsa_noise_file_is_not_speech():
+    assert classify("alsa-utils", "usr/share/sounds/alsa/Noise.wav").excluded

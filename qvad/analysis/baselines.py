@@ -1,4 +1,4 @@
-"""Clip-level scores, decision rules and latency for the WebRTC and Silero VAD baselines.
+"""Clip-level scores and decision rules for the WebRTC, Silero and TEN VAD baselines.
 
 A VAD answers per frame; the question the model answers is per clip. The baselines
 therefore reduce frame decisions to a few clip scores, and the threshold that turns
@@ -9,24 +9,31 @@ the model and no test information leaks into their numbers.
 Scores are computed on each clip exactly as given, container and low-level padding
 noise included: that is what a user would feed a VAD, and what the model hears. A
 fraction-of-frames score is therefore diluted for short clips in a long container;
-the dev-chosen threshold accounts for that.
+the dev-chosen threshold accounts for that. Latency is not measured here: it belongs to
+benchmarks/latency.py, so that tracked metrics hold only what the same params reproduce.
+
+TEN VAD (Agora) is Apache-2.0 with Agora's additional conditions (no deployment that competes
+with Agora's offerings); it is used here only as a comparison.
 """
 
 from __future__ import annotations
 
-import time
-from typing import Callable, NamedTuple, Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 import pandas as pd
 
-from qvad.audio.vad import SILERO_WINDOW, silero_probs, webrtc_frames
+from qvad.audio.ten_vad import ten_vad_probs
+from qvad.audio.vad import silero_probs, webrtc_frames
 
-BASELINES = ("webrtc", "silero")
+BASELINES = ("webrtc", "silero", "ten")
 SILERO_FRAME_THRESHOLD = 0.5
 """A window counts as speech at probability >= 0.5, the same cut that ``vad.voiced_frames`` uses."""
 
 SILERO_SCORES = ("silero_mean", "silero_max", "silero_frac")
+TEN_SCORES = ("ten_mean", "ten_max", "ten_frac")
+TEN_FRAME_THRESHOLD = 0.5
+"""TEN VAD's own default cut for a voiced hop."""
 
 
 class DecisionRule(NamedTuple):
@@ -62,49 +69,36 @@ def webrtc_scores(clips: Sequence[np.ndarray], mode: int = 3, frame_ms: int = 30
     return pd.DataFrame({webrtc_score_name(mode): np.asarray(values, dtype=np.float64)})
 
 
-def _silero_row(probs: np.ndarray) -> tuple[float, float, float]:
-    """Mean, max and >=0.5 share of the window probabilities; all 0 when there is no full window."""
+def _frame_summary(probs: np.ndarray, threshold: float) -> tuple[float, float, float]:
+    """Mean, max and >= ``threshold`` share of frame probabilities; all 0 when there is no full frame."""
     if probs.size == 0:
         return 0.0, 0.0, 0.0
-    return float(probs.mean()), float(probs.max()), float((probs >= SILERO_FRAME_THRESHOLD).mean())
+    return float(probs.mean()), float(probs.max()), float((probs >= threshold).mean())
 
 
 def silero_scores(clips: Sequence[np.ndarray]) -> pd.DataFrame:
     """One row per clip with ``silero_mean``, ``silero_max`` and ``silero_frac`` of the 32 ms windows."""
-    rows = [_silero_row(silero_probs(_check_clip(x, i))) for i, x in enumerate(clips)]
+    rows = [_frame_summary(silero_probs(_check_clip(x, i)), SILERO_FRAME_THRESHOLD) for i, x in enumerate(clips)]
     return pd.DataFrame(rows, columns=list(SILERO_SCORES), dtype=np.float64)
 
 
-def _warm_up(baseline: str) -> None:
-    """Load the Silero model and run it once, so one-off load and JIT time stay out of latency."""
-    if baseline == "silero":
-        silero_probs(np.zeros(SILERO_WINDOW, dtype=np.float32))
+def ten_scores(clips: Sequence[np.ndarray]) -> pd.DataFrame:
+    """One row per clip with ``ten_mean``, ``ten_max`` and ``ten_frac`` of TEN VAD's 16 ms hops."""
+    rows = [_frame_summary(ten_vad_probs(_check_clip(x, i)), TEN_FRAME_THRESHOLD) for i, x in enumerate(clips)]
+    return pd.DataFrame(rows, columns=list(TEN_SCORES), dtype=np.float64)
 
 
-def _scorer(baseline: str, mode: int, frame_ms: int) -> Callable[[Sequence[np.ndarray]], pd.DataFrame]:
-    if baseline == "webrtc":
-        return lambda clips: webrtc_scores(clips, mode, frame_ms)
-    if baseline == "silero":
-        return silero_scores
-    raise ValueError(f"unknown baseline {baseline!r}: expected one of {BASELINES}")
-
-
-def score_clips(clips: Sequence[np.ndarray], baseline: str, *, mode: int = 3,
-                frame_ms: int = 30) -> tuple[pd.DataFrame, float]:
-    """Score ``clips`` (16 kHz float, in order) with one baseline; return scores and ms per clip.
-
-    Latency is wall time (``time.perf_counter``) around the scoring loop divided by the
-    number of clips, after a warm-up, so it is the steady-state cost a user pays per clip.
-    ``mode`` and ``frame_ms`` apply to WebRTC only.
-    """
+def score_clips(clips: Sequence[np.ndarray], baseline: str, *, mode: int = 3, frame_ms: int = 30) -> pd.DataFrame:
+    """Score ``clips`` (16 kHz float, in order) with one baseline; ``mode``/``frame_ms`` are WebRTC's."""
     if len(clips) == 0:
-        raise ValueError("score_clips needs at least one clip (latency per clip is undefined)")
-    scorer = _scorer(baseline, mode, frame_ms)
-    _warm_up(baseline)
-    start = time.perf_counter()
-    scores = scorer(clips)
-    latency_ms = (time.perf_counter() - start) * 1000.0 / len(clips)
-    return scores, latency_ms
+        raise ValueError("score_clips needs at least one clip")
+    if baseline == "webrtc":
+        return webrtc_scores(clips, mode, frame_ms)
+    if baseline == "silero":
+        return silero_scores(clips)
+    if baseline == "ten":
+        return ten_scores(clips)
+    raise ValueError(f"unknown baseline {baseline!r}: expected one of {BASELINES}")
 
 
 def _check_labels(scores: pd.DataFrame, labels: Sequence[int] | np.ndarray) -> np.ndarray:

@@ -23,7 +23,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from qvad.common.atomic import atomic_path
-from qvad.analysis.calibration import expected_calibration_error
+from qvad.analysis.calibration import expected_calibration_error, reliability_table
 
 DPI = 120
 CLASS_NAMES = ("non-speech", "speech")
@@ -138,48 +138,41 @@ def accuracy_vs_snr_png(df: pd.DataFrame, path: str | os.PathLike) -> None:
         axes[-1].legend(title="duration", fontsize="small", loc="lower right")
 
 
-def _reliability_bins(prob: np.ndarray, label: np.ndarray, n_bins: int) -> pd.DataFrame:
-    """Per equal-width bin: clip count, mean confidence and observed speech frequency."""
-    if ((prob < 0) | (prob > 1) | ~np.isfinite(prob)).any():
-        raise ValueError("probabilities must be finite and in [0, 1]")
-    index = np.minimum((prob * n_bins).astype(int), n_bins - 1)
-    frame = pd.DataFrame({"bin": index, "prob": prob, "label": label})
-    stats = frame.groupby("bin").agg(count=("prob", "size"), conf=("prob", "mean"), freq=("label", "mean"))
-    return stats.reindex(range(n_bins)).fillna({"count": 0})
-
-
-def reliability_png(df: pd.DataFrame, path: str | os.PathLike, *, n_bins: int = 10,
+def reliability_png(df: pd.DataFrame, path: str | os.PathLike, *, n_bins: int,
                     temperature: float | None = None) -> None:
     """Write a reliability diagram before and after temperature scaling, with bin counts below.
 
     Columns: ``label`` (bool or 0/1, 1 = speech), ``prob_raw`` and ``prob_calibrated``
-    (P(speech) before and after scaling), one row per clip. The count panel shows how
-    much each point rests on: a far-off point over 3 clips is noise, over 300 it is not.
+    (P(speech) before and after scaling), one row per clip. The bins and the ECE in the legend
+    are exactly those of metrics/eval.json and plots/reliability_*.csv: top-label confidence
+    ``max(p, 1 - p)`` in ``n_bins`` equal bins over [0.5, 1] (qvad.analysis.calibration). The
+    count panel shows how much each point rests on: a far-off point over 3 clips is noise.
     ``temperature`` (optional) is shown in the title.
     """
     _require(df, ["label", "prob_raw", "prob_calibrated"], "reliability_png")
     if n_bins < 2:
         raise ValueError("n_bins must be at least 2")
-    label = df["label"].to_numpy().astype(float)
-    series = {name: _reliability_bins(df[col].to_numpy(dtype=np.float64), label, n_bins)
-              for name, col in (("before", "prob_raw"), ("after", "prob_calibrated"))}
-    centres = (np.arange(n_bins) + 0.5) / n_bins
-    width = 0.4 / n_bins
+    label = df["label"].to_numpy().astype(int)
+    edges = np.linspace(0.5, 1.0, n_bins + 1)
+    centres = (edges[:-1] + edges[1:]) / 2
+    width = 0.4 * (edges[1] - edges[0])
     with _figure(path, (5.0, 6.0)) as fig:
         top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
-        top.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":", label="perfect calibration")
-        cols = {"before": "prob_raw", "after": "prob_calibrated"}
-        for i, (name, bins) in enumerate(series.items()):
-            ece = expected_calibration_error(df[cols[name]].to_numpy(dtype=np.float64), label.astype(int))
-            top.plot(bins["conf"], bins["freq"], marker="o", color=f"C{i}", label=f"{name} (ECE {ece:.3f})")
-            bottom.bar(centres + (i - 0.5) * width, bins["count"], width=width, color=f"C{i}", label=name)
-        top.set_ylabel("observed speech frequency")
-        top.set_xlim(0.0, 1.0)
+        top.plot([0.5, 1], [0.5, 1], color="grey", lw=0.8, ls=":", label="perfect calibration")
+        for i, (name, col) in enumerate((("before", "prob_raw"), ("after", "prob_calibrated"))):
+            prob = df[col].to_numpy(dtype=np.float64)
+            table = reliability_table(prob, label, n_bins)
+            ece = expected_calibration_error(prob, label, n_bins)
+            top.plot(table["confidence"], table["accuracy"], marker="o", color=f"C{i}",
+                     label=f"{name} (ECE {ece:.3f})")
+            bottom.bar(centres + (i - 0.5) * width, table["count"], width=width, color=f"C{i}", label=name)
+        top.set_ylabel("accuracy of the predicted class")
+        top.set_xlim(0.5, 1.0)
         top.set_ylim(0.0, 1.0)
         top.legend(loc="upper left", fontsize="small")
         suffix = f", T = {temperature:.3g}" if temperature is not None else ""
         top.set_title(f"reliability before / after temperature scaling{suffix}")
-        bottom.set_xlabel("predicted P(speech)")
+        bottom.set_xlabel("confidence of the predicted class, max(P, 1 - P)")
         bottom.set_ylabel("clips per bin")
         top.grid(alpha=0.3)
 

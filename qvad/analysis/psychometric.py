@@ -12,7 +12,7 @@ from qvad.analysis import bootstrap, metrics
 from qvad.common.atomic import write_csv, write_json
 from qvad.analysis.baselines import BASELINES, DecisionRule, apply_rule, score_clips
 from qvad.common.cpu_numerics import pin_cpu_numerics
-from qvad.model.store import load_trained
+from qvad.model.store import ADAPTER, load_trained, read_prompt
 from qvad.common.params import get
 from qvad.analysis.plots import psychometric_png
 from qvad.analysis.psychometric_fit import bootstrap_curve, bootstrap_thresholds
@@ -23,12 +23,13 @@ from qvad.analysis.variants import build_variants, pick_bases, held_out_segments
 def predictions(audio: list, params: dict) -> dict[str, np.ndarray]:
     """Hard decisions of every system, with the baselines' rules exactly as evaluate chose them on dev."""
     rules = json.loads(open("data/eval/decision_rules.json").read())
-    model, processor = load_trained(get(params, "model"))
-    logits = score_ab_logits(model, processor, audio, get(params, "prompt"), get(params, "evaluate.batch_size"))
+    model, processor = load_trained(get(params, "model"),
+                                    adapter=None if get(params, "evaluate.without_adapter") else ADAPTER)
+    logits = score_ab_logits(model, processor, audio, read_prompt(), get(params, "evaluate.batch_size"))
     out = {"model": (logits[:, 0] > logits[:, 1]).astype(int)}
     ev = get(params, "evaluate")
     for name in BASELINES:
-        scores, _ = score_clips(audio, name, mode=ev["webrtc_mode"], frame_ms=ev["webrtc_frame_ms"])
+        scores = score_clips(audio, name, mode=ev["webrtc_mode"], frame_ms=ev["webrtc_frame_ms"])
         out[name] = apply_rule(scores, DecisionRule(**rules[name]))
     return out
 
@@ -67,15 +68,18 @@ def psychometric(params: dict) -> None:
     cfg, seed = get(params, "psychometric"), int(params["seed"])
     segments = held_out_segments(pd.read_csv("data/hygiene/manifest.csv", keep_default_na=False),
                              pd.read_csv("data/mixed/groups.csv"))
-    bases = pick_bases(segments, cfg["bases_per_class"], cfg["base_ms"] / 1000, seed)
-    table, audio = build_variants(bases, cfg, get(params, "mix"), get(params, "normalize"),
-                                  float(get(params, "hygiene.min_speech_frac")), seed)
+    candidates = pick_bases(segments, None, cfg["base_ms"] / 1000, seed)
+    bases, table, audio = build_variants(candidates, cfg["bases_per_class"], cfg, get(params, "mix"),
+                                         get(params, "normalize"), float(get(params, "hygiene.min_speech_frac")), seed)
     preds = predictions(audio, params)
 
     metrics = {"bases": {"speech": int((bases["label"] == "speech").sum()),
                          "nonspeech": int((bases["label"] == "nonspeech").sum()),
                          "groups": int(bases["group"].nunique())},
-               "variants": int(len(table)), "systems": {}}
+               "variants": int(len(table)),
+               "speech_variants_below_voicing_floor": int(((table["label"] == 1) & (table["voiced_frac"] < float(
+                   get(params, "hygiene.min_speech_frac")))).sum()),
+               "systems": {}}
     all_points, all_curves, all_thresholds = [], [], []
     for system, pred in preds.items():
         trials = table.assign(pred=pred, correct=(pred == table["label"]).astype(int))

@@ -15,22 +15,33 @@ def _key(value: object) -> str:
     return f"{value:g}" if isinstance(value, (int, float, np.number)) else str(value)
 
 
+def groups_per_class(y: np.ndarray, groups: np.ndarray) -> dict[str, int]:
+    """Distinct source groups among the speech and the non-speech clips."""
+    y = np.asarray(y)
+    return {"speech": int(len(set(groups[y == 1]))), "nonspeech": int(len(set(groups[y == 0])))}
+
+
 def system_metrics(test: pd.DataFrame, pred: np.ndarray, n_boot: int, seed: int) -> dict:
-    """n, accuracy, balanced accuracy (95 % CI over source groups), recalls, per-factor accuracy."""
+    """n, groups per class, accuracy, balanced accuracy (95 % CI over source groups), recalls, per factor.
+
+    ``test`` has ``y`` (1 = speech), ``group`` and the factors.
+    The group counts travel with every CI: an interval over 7 groups is not one over 30.
+    """
     y = test["y"].to_numpy()
     pred = np.asarray(pred).astype(int)
     groups = test["group"].to_numpy()
     ci = bootstrap.group_bootstrap_ci(metrics.balanced_accuracy, y, pred, groups, n_boot=n_boot, seed=seed)
     acc_ci = bootstrap.group_bootstrap_ci(metrics.accuracy, y, pred, groups, n_boot=n_boot, seed=seed)
-    frame = test.assign(label=y, pred=pred)
+    frame = test.assign(y=y, pred=pred)
     by = {}
     for factor in FACTORS:
-        table = metrics.accuracy_by(frame, factor, label_col="label", pred_col="pred")
+        table = metrics.accuracy_by(frame, factor, label_col="y", pred_col="pred")
         by[factor] = {_key(row[factor]): {k: (None if pd.isna(row[k]) else round(float(row[k]), 4))
                                          for k in ("n", "accuracy", "balanced_accuracy")}
                       for _, row in table.iterrows()}
     return {
         "n": int(len(y)),
+        "groups": groups_per_class(y, groups),
         "accuracy": round(metrics.accuracy(y, pred), 4),
         "accuracy_ci95": [round(acc_ci.low, 4), round(acc_ci.high, 4)],
         "balanced_accuracy": round(ci.estimate, 4),

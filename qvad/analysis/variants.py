@@ -8,6 +8,8 @@ data, so the only thing that varies is the degradation.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 import pandas as pd
 from scipy.signal import butter, fftconvolve, sosfiltfilt
@@ -15,7 +17,7 @@ from scipy.signal import butter, fftconvolve, sosfiltfilt
 from qvad import SAMPLE_RATE
 from qvad.data.signal import active_mask, band_limit, colored_noise, in_container, mix_at_snr
 from qvad.data.level import normalize
-from qvad.data.render import cut_source
+from qvad.data.render import VoicingError, cut_source, voiced_fraction
 
 
 def held_out_segments(segments: pd.DataFrame, groups: pd.DataFrame) -> pd.DataFrame:
@@ -24,8 +26,8 @@ def held_out_segments(segments: pd.DataFrame, groups: pd.DataFrame) -> pd.DataFr
     return segments[segments["group"].isin(test)]
 
 
-def pick_bases(segments: pd.DataFrame, per_class: int, min_s: float, seed: int) -> pd.DataFrame:
-    """Up to ``per_class`` segments per class, round-robin over groups, each at least ``min_s`` long."""
+def pick_bases(segments: pd.DataFrame, per_class: int | None, min_s: float, seed: int) -> pd.DataFrame:
+    """Up to ``per_class`` segments per class (None: all, in order), round-robin over groups, each >= ``min_s``."""
     rng = np.random.default_rng(seed)
     long = segments[(segments["seg_end_s"] - segments["seg_start_s"]) >= min_s]
     picked = []
@@ -34,10 +36,10 @@ def pick_bases(segments: pd.DataFrame, per_class: int, min_s: float, seed: int) 
         order = list(by_group)
         rng.shuffle(order)
         taken, depth = [], 0
-        while len(taken) < per_class and any(depth < len(by_group[g]) for g in order):
+        while (per_class is None or len(taken) < per_class) and any(depth < len(by_group[g]) for g in order):
             taken += [by_group[g].iloc[depth] for g in order if depth < len(by_group[g])]
             depth += 1
-        picked += taken[:per_class]
+        picked += taken if per_class is None else taken[:per_class]
     return pd.DataFrame(picked).reset_index(drop=True)
 
 
@@ -89,17 +91,53 @@ def render_variant(base: np.ndarray, label: str, cond: dict, cfg: dict, mix_cfg:
     return y
 
 
-def build_variants(bases: pd.DataFrame, cfg: dict, mix_cfg: dict, norm_cfg: dict, min_voiced: float,
-                   seed: int) -> tuple[pd.DataFrame, list[np.ndarray]]:
-    """All variants of all bases: (table, audio list) in the same order."""
-    rows, audio = [], []
+def centre_cuts_voiced(cfg: dict, min_voiced: float) -> Callable[[np.ndarray, int], bool]:
+    """Check that every centred cut the design takes from a speech base meets the voicing floor.
+
+    The duration conditions keep only the base's centre (20 ms of a 1 s cut can be a pause), so a
+    base qualifies only if each of those centre cuts is itself voiced enough.
+    """
+    lengths = sorted({int(round(c["duration_ms"] * SAMPLE_RATE / 1000)) for c in conditions(cfg)})
+
+    def ok(base: np.ndarray, _start: int) -> bool:
+        return all(voiced_fraction(base[(base.size - n) // 2:(base.size - n) // 2 + n]) >= min_voiced
+                   for n in lengths)
+    return ok
+
+
+def build_variants(candidates: pd.DataFrame, per_class: int, cfg: dict, mix_cfg: dict, norm_cfg: dict,
+                   min_voiced: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame, list[np.ndarray]]:
+    """All variants of ``per_class`` bases per class: (bases, table, audio list), table and audio in one order.
+
+    Candidates come in pick order; a speech candidate none of whose cuts has every centred
+    sub-cut voiced (:func:`centre_cuts_voiced`) is skipped for the next one of its class (a
+    class may end with fewer bases when the test split has too few long segments; the stage
+    reports the counts). ``voiced_frac`` is recorded per variant (of the clean centre cut,
+    before any degradation) so the floor can be checked afterwards.
+    """
+    rows, audio, used = [], [], []
     n_base = int(round(cfg["base_ms"] * SAMPLE_RATE / 1000))
-    for b, base in enumerate(bases.to_dict("records")):
-        rng = np.random.default_rng([seed, b])
-        cut, _ = cut_source({**base, "source_path": base["path"]}, n_base, rng, min_voiced)
-        for c, cond in enumerate(conditions(cfg)):
-            audio.append(render_variant(cut, base["label"], cond, cfg, mix_cfg, norm_cfg,
-                                        np.random.default_rng([seed, b, c])))
-            rows.append({"base": b, "seg_id": base["seg_id"], "group": base["group"],
-                         "label": int(base["label"] == "speech"), **cond})
-    return pd.DataFrame(rows), audio
+    ok = centre_cuts_voiced(cfg, min_voiced)
+    for label, cls in candidates.groupby("label", sort=True):
+        taken = 0
+        for base in cls.to_dict("records"):
+            if taken == per_class:
+                break
+            b = len(used)
+            rng = np.random.default_rng([seed, b])
+            try:
+                cut, _, _ = cut_source({**base, "source_path": base["path"]}, n_base, rng, min_voiced,
+                                       ok if label == "speech" else None)
+            except VoicingError:
+                continue
+            used.append(base)
+            taken += 1
+            for c, cond in enumerate(conditions(cfg)):
+                n = int(round(cond["duration_ms"] * SAMPLE_RATE / 1000))
+                centre = cut[(cut.size - n) // 2:(cut.size - n) // 2 + n]
+                audio.append(render_variant(cut, base["label"], cond, cfg, mix_cfg, norm_cfg,
+                                            np.random.default_rng([seed, b, c])))
+                rows.append({"base": b, "seg_id": base["seg_id"], "group": base["group"],
+                             "label": int(base["label"] == "speech"), "voiced_frac": round(voiced_fraction(centre), 4),
+                             **cond})
+    return pd.DataFrame(used).reset_index(drop=True), pd.DataFrame(rows), audio

@@ -22,7 +22,7 @@ def audit(params: dict) -> int:
     prints = {sid: envelope_fingerprint(read_wav(Path("data/raw/audio") / f"{sid}.wav")) for sid in sources}
     clips["fingerprint"] = clips["source_id"].map(prints)
     report = run_audit(clips, get(params, "mix"), int(get(params, "audit.min_per_cell")),
-                       float(get(params, "audit.max_class_imbalance")))
+                       float(get(params, "audit.max_class_imbalance")), float(get(params, "hygiene.min_speech_frac")))
     write_json("metrics/audit.json", report)
     if not report["passed"]:
         print("AUDIT FAILED: the splits leak or are unfit for evaluation:", file=sys.stderr)

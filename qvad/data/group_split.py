@@ -10,7 +10,7 @@ from qvad.data.grouping import SPLITS
 
 COLUMNS = ["clip_id", "path", "label", "split", "group", "noise_group", "noise_id", "noise_type", "source_id",
            "seg_id", "audio_md5", "duration_ms", "snr_db", "band", "orig_sr", "package", "cut_start_s",
-           "cut_end_s", "container_ms"]
+           "cut_end_s", "container_ms", "category", "voiced_frac"]
 
 
 def group_split() -> None:

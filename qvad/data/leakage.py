@@ -45,7 +45,14 @@ def cells_below(test: pd.DataFrame, design: dict, minimum: int) -> list[str]:
             if counts.get((lab, d, s), 0) < minimum]
 
 
-def run_audit(clips: pd.DataFrame, design: dict, min_per_cell: int, max_imbalance: float) -> dict:
+def under_voiced(clips: pd.DataFrame, min_voiced: float) -> list[str]:
+    """Speech clips whose cut has fewer voiced 10 ms frames than the floor: speech in name only."""
+    speech = clips[clips["label"] == "speech"]
+    return sorted(speech.loc[speech["voiced_frac"].astype(float) < min_voiced, "clip_id"].astype(str))
+
+
+def run_audit(clips: pd.DataFrame, design: dict, min_per_cell: int, max_imbalance: float,
+              min_voiced: float) -> dict:
     """All checks on the union of the splits; ``findings`` is empty when nothing leaked."""
     ambience = clips[clips["noise_type"] == "ambience"]
     checks = {
@@ -64,6 +71,9 @@ def run_audit(clips: pd.DataFrame, design: dict, min_per_cell: int, max_imbalanc
         findings.append(f"class balance: speech share {imbalance} exceeds 0.5 +/- {max_imbalance}")
     if thin:
         findings.append(f"test cells below {min_per_cell} clips: {len(thin)}, e.g. {thin[:4]}")
+    quiet = under_voiced(clips, min_voiced)
+    if quiet:
+        findings.append(f"speech clips below the voicing floor {min_voiced}: {len(quiet)}, e.g. {quiet[:3]}")
     return {
         "passed": not findings,
         "findings": findings,
@@ -73,6 +83,7 @@ def run_audit(clips: pd.DataFrame, design: dict, min_per_cell: int, max_imbalanc
                              clips.groupby(["split", "label"])["group"].nunique().items()},
         "speech_share_per_split": {s: round(v, 4) for s, v in share.items()},
         "test_cells_below_min": len(thin),
+        "speech_clips_below_voicing_floor": len(quiet),
         "test_clips_per_cell_min": int(clips[clips["split"] == "test"].groupby(
             ["label", "duration_ms", "snr_db"]).size().min()) if (clips["split"] == "test").any() else 0,
     }

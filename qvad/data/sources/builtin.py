@@ -17,11 +17,12 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from qvad.data.categories import category_for
 from qvad.data.manifest import RawItem
 
 log = logging.getLogger(__name__)
 
-AUDIO_SUFFIXES = {".wav", ".ogg", ".oga", ".opus", ".flac"}
+AUDIO_SUFFIXES = {".wav", ".ogg", ".oga", ".opus", ".flac", ".au"}
 
 # Licence per package, as its debian/copyright states for the audio (summarised in corpus.md).
 LICENCES = {
@@ -29,6 +30,12 @@ LICENCES = {
     "asterisk-core-sounds-fr-wav": "CC-BY-SA-3.0",
     "asterisk-core-sounds-it-wav": "CC-BY-SA-3.0",
     "asterisk-core-sounds-ru-wav": "CC-BY-3.0",
+    "asterisk-prompt-it-menardi-wav": "CC-BY-SA-3.0 (attribution: Marco Menardi, voice Paola Dal Zot)",
+    "fillets-ng-data-nl": "GPL-2",
+    "gcin-voice": "GPL-3 or LGPL-3 (3.ogg); CC-BY-3.0 (5.ogg)",
+    "kajongg": "GPL-2+",
+    "saytime": "GPL",
+    "alsa-utils": "GPL-2",
     "klettres-data": "GPL-2+",
     "ktuberling-data": "GPL-2+",
     "fillets-ng-data-cs": "GPL-2",
@@ -71,7 +78,7 @@ def classify(package: str, rel: str) -> Rule:
     parts = PurePosixPath(rel).parts
     name = parts[-1]
     low = name.lower()
-    if package.startswith("asterisk-core-sounds-"):
+    if package.startswith("asterisk-core-sounds-") or package == "asterisk-prompt-it-menardi-wav":
         voice = next((p for p in parts if re.fullmatch(r"[a-z]{2}_[A-Z]{2}_[fm]_\w+", p)), None)
         if voice is None:
             return Rule(None, None, "asterisk file outside a voice folder")
@@ -85,6 +92,21 @@ def classify(package: str, rel: str) -> Rule:
     if package == "fillets-ng-data-cs":
         role = low.split("-")[1] if low.count("-") >= 2 else ""
         return Rule("speech", f"fillets:{role if role in ('m', 'v') else 'other'}")
+    if package == "fillets-ng-data-nl":  # the Dutch dub: another cast than the Czech one
+        fields = re.split(r"[-_]", PurePosixPath(low).stem)
+        role = fields[1] if len(fields) > 2 else ""
+        return Rule("speech", f"fillets-nl:{role if role in ('m', 'v') else 'other'}")
+    if package == "gcin-voice":  # ogg/<syllable>/3.ogg: Edward Liu; 5.ogg: Chu Lo (its README)
+        return Rule("speech", f"gcin:{PurePosixPath(name).stem}")
+    if package == "kajongg":  # voices/[de/]<voice>/: one speaker per voice folder; en and de merged
+        return Rule("speech", f"kajongg:{parts[-2]}") if "voices" in parts else \
+            Rule(None, None, "kajongg file outside voices/")
+    if package == "saytime":
+        return Rule("speech", "saytime:dawson")
+    if package == "alsa-utils":
+        if "alsa" not in parts or low == "noise.wav":
+            return Rule(None, None, "alsa-utils: only the spoken channel names are speech")
+        return Rule("speech", "alsa:channel-names")
     if package == "warzone2100-music":
         return Rule("nonspeech", f"warzone:{parts[-2]}/{PurePosixPath(name).stem}")
     if package == "colobot-common-sounds":
@@ -171,6 +193,9 @@ def fetch_package(package: str, cache_dir: Path) -> tuple[Path, str]:
 def _safe_id(package: str, rel: str) -> str:
     """Readable, unique, filesystem-safe id from package and path."""
     body = PurePosixPath(rel).with_suffix("").as_posix().replace("usr/share/", "")
+    # Non-ASCII letters (gcin-voice's Zhuyin folders) become their code points, so distinct
+    # names stay distinct ids instead of collapsing into the same run of underscores.
+    body = re.sub(r"[^\x00-\x7f]", lambda m: f"u{ord(m.group()):04x}", body)
     return re.sub(r"[^A-Za-z0-9._-]+", "_", f"{package}__{body}".replace("/", "__"))
 
 
@@ -187,7 +212,8 @@ def collect_package(package: str, tree: Path, version: str) -> tuple[list[RawIte
             continue
         items.append(RawItem(id=_safe_id(package, rel), src=str(path), source_path=rel,
                              label=rule.label, group=rule.group, package=package,
-                             version=version, licence=LICENCES.get(package, "see debian/copyright")))
+                             version=version, licence=LICENCES.get(package, "see debian/copyright"),
+                             category=category_for("builtin", package, rel, rule.label)))
     return items, excluded
 
 
