@@ -32,6 +32,7 @@ RAW_COLUMNS = [
     "orig_sr",       # sample rate of the original file
     "duration_s",    # duration of the decoded audio
     "audio_md5",     # md5 of the decoded samples: finds duplicates under other names
+    "category",      # what the source is (music, sound effect, speech:<corpus>:<lang>...): qvad.data.categories
 ]
 
 FAILURE_COLUMNS = ["package", "source_path", "reason"]
@@ -51,6 +52,7 @@ class RawItem:
     licence: str
     start_s: float = 0.0
     end_s: float | None = None  # None: to the end (capped by max_seconds)
+    category: str = "unknown"   # qvad.data.categories; "unknown" is never replaced by a guess
 
 
 def samples_md5(x: np.ndarray) -> str:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from qvad.data.sources.builtin import AUDIO_SUFFIXES
+from qvad.data.categories import category_for, local_categories
 from qvad.data.manifest import LABELS, RawItem
 
 
@@ -32,6 +33,7 @@ def collect_local(root: str | Path) -> list[RawItem]:
     if not all((root / label).is_dir() for label in LABELS):
         raise FileNotFoundError(f"{root}: data.source=local needs sub-folders {list(LABELS)}")
     groups = _groups_table(root)
+    categories = local_categories(root)
     items = []
     for label in LABELS:
         for path in sorted((root / label).rglob("*")):
@@ -43,7 +45,8 @@ def collect_local(root: str | Path) -> list[RawItem]:
             items.append(RawItem(
                 id=re.sub(r"[^A-Za-z0-9._-]+", "_", "local__" + Path(rel).with_suffix("").as_posix().replace("/", "__")),
                 src=str(path), source_path=rel, label=label, group=f"local:{label}:{group}",
-                package="local", version="", licence="user-supplied"))
+                package="local", version="", licence="user-supplied",
+                category=category_for("local", "local", rel, label, {"category": categories.get(rel)})))
     if not items:
         raise FileNotFoundError(f"{root}: no audio files ({sorted(AUDIO_SUFFIXES)}) under speech/ or nonspeech/")
     return items

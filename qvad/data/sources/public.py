@@ -25,6 +25,7 @@ from typing import Any, Callable
 import pandas as pd
 
 from qvad.data.sources.fetch import Download, UnverifiedError, extract_archive, fetch
+from qvad.data.categories import category_for
 from qvad.data.manifest import RawItem
 from qvad.common.params import ParamsError
 
@@ -241,7 +242,9 @@ def esc50_items(root: Path, version: str, exclude_human_nonspeech: bool = False)
         RawItem(id=f"esc50-{Path(row.filename).stem}", src=str(base / "audio" / row.filename),
                 source_path=f"audio/{row.filename}", label="nonspeech",
                 group=f"esc50:{row.src_file}", package="esc50", version=version,
-                licence=PINS["esc50"].licence)
+                licence=PINS["esc50"].licence,
+                category=category_for("public", "esc50", f"audio/{row.filename}", "nonspeech",
+                                      {"esc50_class": row.category}))
         for row in df.sort_values("filename").itertuples(index=False)
     ]
 
@@ -307,7 +310,8 @@ def _region_item(rec: str, wav: Path, audio_root: Path, start: float, end: float
     return RawItem(id=f"voxconverse-{rec}-{round(start * 1000):08d}", src=str(wav),
                    source_path=f"{rel}#t={start:.3f},{end:.3f}", label="speech",
                    group=f"voxconverse:{rec}", package="voxconverse", version=version,
-                   licence=PINS["voxconverse_dev"].licence, start_s=start, end_s=end)
+                   licence=PINS["voxconverse_dev"].licence, start_s=start, end_s=end,
+                   category=category_for("public", "voxconverse", rel, "speech"))
 
 
 def parse_rttm(path: Path) -> list[tuple[float, float]]:
@@ -350,6 +354,7 @@ def musan_noise_items(root: Path, version: str, licence: str) -> list[RawItem]:
         RawItem(id=f"musan-{wav.stem}", src=str(wav),
                 source_path=wav.relative_to(root).as_posix(), label="nonspeech",
                 group=f"musan:{wav.stem}",
-                package=MUSAN_NOISE_PACKAGE, version=version, licence=licence)
+                package=MUSAN_NOISE_PACKAGE, version=version, licence=licence,
+                category=category_for("public", MUSAN_NOISE_PACKAGE, wav.relative_to(root).as_posix(), "nonspeech"))
         for wav in sorted(noise.rglob("*.wav"))
     ]
