@@ -1,0 +1,517 @@
+"""The trained detector on your own audio: ``Detector.from_dir("models")``.
+
+```python
+from qvad.detector import Detector
+
+det = Detector.from_dir("models")                 # models/base + models/adapter + models/detector.json
+det.predict("clip.wav")                           # calibrated P(speech), a float
+det.predict(samples, sr=44100)                    # arrays too: any rate, (n,) or (n, channels)
+det.predict_files(["a.wav", "folder/"])           # DataFrame, one row per file (errors as rows)
+det.segments("meeting.flac")                      # [(start_s, end_s, p_speech), ...]
+```
+
+Everything that shapes the model's input at training time is read from ``models/detector.json``
+(written by the evaluate stage), never from params.yaml, so a model folder copied elsewhere
+scores exactly as it was evaluated:
+
+* ``prompt`` (``system``, ``user``) and ``answer_tokens`` (``["A", "B"]``: A = speech);
+* ``container_ms`` and ``container_noise_rel_db``: a clip shorter than the container is centred
+  in white noise that many dB below the clip's RMS (qvad.data.signal.in_container), as every
+  training clip was; Qwen2-Audio turns under ~40 ms of audio into zero audio tokens otherwise;
+* ``normalize``: the finished container clip gets one gain (qvad.data.level.normalize), as the
+  normalize stage applied it after mixing and containing;
+* ``temperature`` (fitted on dev): calibrated P = sigmoid((logit_A - logit_B) / T);
+* ``threshold``: the decision ``P >= threshold`` means speech;
+* ``window_ms`` / ``hop_ms``: how audio longer than the container is cut into clips;
+* ``model``: the ``model.*`` params (preset, quantization, dtype, encoder truncation...).
+
+Input handling: any sample rate and channel count become 16 kHz mono (channels averaged, soxr
+HQ, as the pipeline decodes its sources). Digital silence (peak <= one 16-bit LSB) is
+non-speech with P = 0 without running the model: it has no level to normalise and the model
+never saw it. The container noise is seeded per clip (from the window's position), so the same
+audio always gets the same score, whatever else is in the batch. Audio no longer than the
+container is one clip; longer audio is scored in windows and its P is the maximum over windows
+("is there speech anywhere in it?"); its speech segments come from qvad.segments.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from qvad import SAMPLE_RATE
+from qvad.audio.decode import Decoded, as_mono_16k, decode_file, find_audio, is_silent
+from qvad.audio.io import AudioError
+from qvad.segments import SegmentOptions, frame_probs, speech_segments, window_starts
+
+DETECTOR_FILE = "detector.json"
+DEFAULT_MAX_DURATION_S = 4 * 3600.0
+"""Files longer than this (from their header) are refused instead of decoded: 4 h is ~0.9 GB at 16 kHz."""
+
+SEED = 0
+"""Base seed of the container noise; each clip's generator is seeded with (SEED, start, length)."""
+
+MIN_UNCONTAINED = 640
+"""Without a container, clips under 40 ms give Qwen2-Audio no audio token at all."""
+
+_NUMBER = (int, float)
+
+
+class DetectorConfigError(ValueError):
+    """A model folder that cannot be used; the message names the file and the key."""
+
+
+# ---------------------------------------------------------------------------------------------
+# the model folder contract
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """``models/detector.json``: what reproduces the training-time input, and the decision."""
+
+    prompt: dict
+    container_ms: int
+    container_noise_rel_db: float
+    normalize: dict
+    answer_tokens: tuple[str, str]
+    temperature: float
+    threshold: float
+    window_ms: int
+    hop_ms: int
+    model: dict
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, raw: Any, source: str | os.PathLike = DETECTOR_FILE) -> "DetectorConfig":
+        """Validate ``raw`` (the parsed JSON); :class:`DetectorConfigError` names ``source`` and the key."""
+        from qvad.data.level import METHODS
+        from qvad.model.prompt import ANSWER_NONSPEECH, ANSWER_SPEECH
+
+        def fail(key: str, message: str) -> DetectorConfigError:
+            return DetectorConfigError(f"{source}: {key}: {message}")
+
+        def need(node: Mapping, key: str, types: type | tuple, where: str = "") -> Any:
+            name = f"{where}{key}"
+            if key not in node:
+                raise fail(name, "missing key")
+            value = node[key]
+            if isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
+                raise fail(name, f"expected {_type_names(types)}, got a boolean")
+            if not isinstance(value, types):
+                raise fail(name, f"expected {_type_names(types)}, got {type(value).__name__} {value!r}")
+            return value
+
+        if not isinstance(raw, Mapping):
+            raise DetectorConfigError(f"{source}: expected a JSON object at the top level")
+        prompt = need(raw, "prompt", Mapping)
+        for key in ("system", "user"):
+            if not need(prompt, key, str, "prompt.").strip():
+                raise fail(f"prompt.{key}", "must not be empty")
+        container_ms = need(raw, "container_ms", int)
+        if container_ms < 0:
+            raise fail("container_ms", f"must be >= 0 (0: no container), got {container_ms}")
+        rel_db = float(need(raw, "container_noise_rel_db", _NUMBER))
+        if not math.isfinite(rel_db):
+            raise fail("container_noise_rel_db", f"must be finite, got {rel_db}")
+        norm = dict(need(raw, "normalize", Mapping))
+        method = need(norm, "method", str, "normalize.")
+        if method not in METHODS:
+            raise fail("normalize.method", f"must be one of {METHODS}, got {method!r}")
+        if method == "peak":
+            if not 0 < float(need(norm, "peak_target", _NUMBER, "normalize.")) <= 1:
+                raise fail("normalize.peak_target", f"must be within (0, 1], got {norm['peak_target']}")
+            if float(need(norm, "headroom_db", _NUMBER, "normalize.")) < 0:
+                raise fail("normalize.headroom_db", f"must be >= 0, got {norm['headroom_db']}")
+        if method == "rms":
+            need(norm, "rms_dbfs", _NUMBER, "normalize.")
+        tokens = need(raw, "answer_tokens", (list, tuple))
+        if list(tokens) != [ANSWER_SPEECH, ANSWER_NONSPEECH]:
+            raise fail("answer_tokens", f"the scorer reads {ANSWER_SPEECH!r} = speech and {ANSWER_NONSPEECH!r} = "
+                                        f"non-speech, got {list(tokens)!r}")
+        temperature = float(need(raw, "temperature", _NUMBER))
+        if not (math.isfinite(temperature) and temperature > 0):
+            raise fail("temperature", f"must be > 0, got {temperature}")
+        threshold = float(need(raw, "threshold", _NUMBER))
+        if not 0 <= threshold <= 1:
+            raise fail("threshold", f"must be within [0, 1], got {threshold}")
+        window_ms, hop_ms = need(raw, "window_ms", int), need(raw, "hop_ms", int)
+        if window_ms <= 0:
+            raise fail("window_ms", f"must be > 0, got {window_ms}")
+        if hop_ms <= 0:
+            raise fail("hop_ms", f"must be > 0, got {hop_ms}")
+        model = dict(need(raw, "model", Mapping))
+        need(model, "preset", str, "model.")
+        known = {f.name for f in cls.__dataclass_fields__.values()} - {"extra"}
+        return cls(prompt={"system": prompt["system"], "user": prompt["user"]}, container_ms=container_ms,
+                   container_noise_rel_db=rel_db, normalize=norm, answer_tokens=(tokens[0], tokens[1]),
+                   temperature=temperature, threshold=threshold, window_ms=window_ms, hop_ms=hop_ms,
+                   model=model, extra={k: v for k, v in raw.items() if k not in known})
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "DetectorConfig":
+        """Read and validate a detector.json file."""
+        path = Path(path)
+        if not path.is_file():
+            raise DetectorConfigError(f"{path}: not found: the evaluate stage writes it next to models/adapter "
+                                      "(run `dvc repro evaluate`)")
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise DetectorConfigError(f"{path}: not valid JSON ({exc})") from exc
+        return cls.from_dict(raw, path)
+
+    def to_dict(self) -> dict:
+        out = {k: v for k, v in asdict(self).items() if k != "extra"}
+        out["answer_tokens"] = list(self.answer_tokens)
+        return {**self.extra, **out}
+
+
+def _type_names(types: type | tuple) -> str:
+    names = {int: "an integer", float: "a number", str: "a string", Mapping: "an object", list: "a list",
+             tuple: "a list", bool: "a boolean"}
+    seq = types if isinstance(types, tuple) else (types,)
+    return " or ".join(dict.fromkeys(names.get(t, t.__name__) for t in seq))
+
+
+def detector_config(params: Mapping[str, Any], temperature: float, threshold: float = 0.5,
+                    window_ms: int | None = None, hop_ms: int | None = None,
+                    prompt: Mapping[str, str] | None = None) -> dict:
+    """The ``models/detector.json`` contract from params.yaml and the dev-fitted temperature.
+
+    ``prompt`` is the one the model is scored with (evaluate passes optimize_prompt's choice);
+    None takes ``prompt.*`` from params, the training prompt.
+
+    ``window_ms`` defaults to the longest training clip (``max(mix.durations_ms)``), the longest
+    stretch of audio the model has learnt to judge inside its container; ``hop_ms`` to half of it.
+    """
+    mix, norm = params["mix"], params["normalize"]
+    window = int(window_ms if window_ms is not None else max(mix["durations_ms"]))
+    return {
+        "prompt": {"system": (prompt or params["prompt"])["system"], "user": (prompt or params["prompt"])["user"]},
+        "container_ms": int(mix["container_ms"]),
+        "container_noise_rel_db": float(mix["container_noise_rel_db"]),
+        "normalize": {k: norm[k] for k in ("method", "peak_target", "headroom_db", "rms_dbfs")},
+        "answer_tokens": ["A", "B"],
+        "temperature": float(temperature),
+        "threshold": float(threshold),
+        "window_ms": window,
+        "hop_ms": int(hop_ms if hop_ms is not None else max(window // 2, 1)),
+        "model": dict(params["model"]),
+    }
+
+
+def check_model_dir(path: str | os.PathLike) -> tuple[Path, Path, Path]:
+    """``(base, adapter, detector.json)`` of a model folder, or a DetectorConfigError naming what is missing."""
+    root = Path(path)
+    if not root.is_dir():
+        raise DetectorConfigError(f"{root}: model folder not found (expected base/, adapter/ and {DETECTOR_FILE})")
+    base, adapter, cfg = root / "base", root / "adapter", root / DETECTOR_FILE
+    if not ((base / "config.json").is_file() or (base / "source.json").is_file()):
+        raise DetectorConfigError(f"{base}: no base model (neither config.json nor source.json)")
+    if not (adapter / "adapter_config.json").is_file():
+        raise DetectorConfigError(f"{adapter}: no LoRA adapter (adapter_config.json missing)")
+    return base, adapter, cfg
+
+
+# ---------------------------------------------------------------------------------------------
+# the detector
+
+@dataclass
+class FileResult:
+    """One file's outcome; ``error`` is empty when it was scored."""
+
+    path: str
+    duration_s: float | None = None
+    orig_sr: int | None = None
+    channels: int | None = None
+    p_speech: float | None = None
+    decision: str = ""
+    windows: int = 0
+    error: str = ""
+    segments: list[tuple[float, float, float]] | None = None
+
+    def row(self, with_segments: bool = False) -> dict:
+        out = {"path": self.path, "duration_s": None if self.duration_s is None else round(self.duration_s, 3),
+               "orig_sr": self.orig_sr, "channels": self.channels,
+               "p_speech": None if self.p_speech is None else round(self.p_speech, 6),
+               "decision": self.decision, "windows": self.windows, "error": self.error}
+        if with_segments:
+            segs = self.segments or []
+            out["n_segments"] = len(segs) if not self.error else None
+            out["speech_s"] = round(sum(e - s for s, e, _ in segs), 3) if not self.error else None
+            out["segments"] = [list(s) for s in segs] if not self.error else None
+        return out
+
+
+class _Job:
+    """A file on its way through the batcher: window layout, probabilities filled in as batches finish."""
+
+    def __init__(self, result: FileResult, audio: np.ndarray | None, starts: np.ndarray, window: int) -> None:
+        self.result, self.audio, self.starts, self.window = result, audio, starts, window
+        self.probs = np.full(len(starts), np.nan)
+        self.waiting = 0
+        self.open = audio is not None  # still queueing windows: not finished even if nothing is waiting
+
+
+class Detector:
+    """Qwen2-Audio + LoRA answering "is there speech?" on arbitrary audio. See the module docstring."""
+
+    def __init__(self, model: Any, processor: Any, config: DetectorConfig, *, device: str = "cpu",
+                 batch_size: int = 32, seed: int = SEED) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.model, self.processor, self.config = model, processor, config
+        self.device, self.batch_size, self.seed = device, int(batch_size), int(seed)
+
+    # -- construction ------------------------------------------------------------------------
+    @classmethod
+    def from_dir(cls, path: str | os.PathLike = "models", *, device: str | None = None,
+                 batch_size: int | None = None, seed: int = SEED) -> "Detector":
+        """Load ``path``/base + ``path``/adapter as the evaluate stage does, with ``path``/detector.json.
+
+        ``device``: 'cpu', 'cuda' (or 'cuda:N'); None takes the GPU when there is one.
+        ``batch_size``: clips per forward pass; None gives 64 on a GPU and 16 on the CPU.
+        """
+        base, adapter, cfg_path = check_model_dir(path)
+        config = DetectorConfig.load(cfg_path)
+        import torch
+
+        from qvad.model.store import load_trained
+
+        dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if dev.startswith("cuda") and not torch.cuda.is_available():
+            raise DetectorConfigError(f"--device {dev}: no CUDA GPU is visible to torch {torch.__version__}")
+        if dev != "cpu" and not dev.startswith("cuda"):
+            raise DetectorConfigError(f"device must be 'cpu' or 'cuda[:N]', got {dev!r}")
+        model, processor = load_trained(config.model, adapter=adapter, base=base, dev=dev)
+        size = batch_size or (64 if dev.startswith("cuda") else 16)
+        return cls(model, processor, config, device=dev, batch_size=size, seed=seed)
+
+    # -- input preparation -------------------------------------------------------------------
+    @property
+    def container_len(self) -> int:
+        return int(round(self.config.container_ms * SAMPLE_RATE / 1000))
+
+    def prepare(self, clip: np.ndarray, key: int = 0) -> np.ndarray:
+        """The model input for one 16 kHz mono clip: centred in the container, then normalised.
+
+        ``key`` (e.g. the clip's start sample in its file) seeds the container noise.
+        """
+        from qvad.data.level import normalize
+        from qvad.data.signal import in_container
+
+        x = np.asarray(clip, dtype=np.float32)
+        if self.container_len > x.size:
+            rng = np.random.default_rng([self.seed, int(key), int(x.size)])
+            x = in_container(x, self.container_len, self.config.container_noise_rel_db, rng)
+        norm = self.config.normalize
+        y, _ = normalize(x, norm["method"], **{k: float(norm[k]) for k in ("peak_target", "headroom_db", "rms_dbfs")
+                                               if k in norm})
+        return y
+
+    def layout(self, n_samples: int, window_ms: int | None = None, hop_ms: int | None = None) -> tuple[np.ndarray, int]:
+        """``(start samples, window samples)``: one clip when the audio fits the container, else windows."""
+        window = int(round((window_ms or self.config.window_ms) * SAMPLE_RATE / 1000))
+        hop = int(round((hop_ms or self.config.hop_ms) * SAMPLE_RATE / 1000))
+        if window <= 0 or hop <= 0:
+            raise ValueError(f"window and hop must be at least one sample, got {window_ms} ms / {hop_ms} ms")
+        if self.container_len == 0 and n_samples < MIN_UNCONTAINED:
+            raise ValueError(f"{n_samples / SAMPLE_RATE * 1000:.0f} ms of audio is too short for a model without a "
+                             f"container (container_ms 0): Qwen2-Audio needs at least "
+                             f"{MIN_UNCONTAINED * 1000 // SAMPLE_RATE} ms")
+        single = max(self.container_len, window)
+        if n_samples <= single:
+            return np.zeros(1, dtype=np.int64), int(n_samples)
+        return window_starts(n_samples, window, hop), window
+
+    # -- scoring -----------------------------------------------------------------------------
+    def logits(self, inputs: Sequence[np.ndarray]) -> np.ndarray:
+        """Answer logits ``[n, 2]`` (A = speech, B = non-speech) of prepared model inputs."""
+        from qvad.model.scoring import score_ab_logits
+
+        if len(inputs) == 0:
+            return np.zeros((0, 2), dtype=np.float32)
+        # The shared-prefix KV cache saves work across rows; for one clip it is an extra forward pass.
+        return score_ab_logits(self.model, self.processor, list(inputs), self.config.prompt, self.batch_size,
+                               prefix_cache=len(inputs) > 1)
+
+    def calibrate(self, logits: np.ndarray) -> np.ndarray:
+        """Calibrated P(speech) = sigmoid((logit_A - logit_B) / temperature)."""
+        from scipy.special import expit
+
+        logits = np.asarray(logits, dtype=np.float64).reshape(-1, 2)
+        return expit((logits[:, 0] - logits[:, 1]) / self.config.temperature)
+
+    def score_prepared(self, inputs: Sequence[np.ndarray]) -> np.ndarray:
+        """Calibrated P(speech) of prepared inputs (silent ones get 0 without the model)."""
+        silent = np.array([is_silent(x) for x in inputs], dtype=bool)
+        out = np.zeros(len(inputs), dtype=np.float64)
+        live = [x for x, s in zip(inputs, silent) if not s]
+        if live:
+            out[~silent] = self.calibrate(self.logits(live))
+        return out
+
+    def decide(self, p: float) -> str:
+        return "speech" if p >= self.config.threshold else "nonspeech"
+
+    # -- one signal --------------------------------------------------------------------------
+    def _audio(self, audio: np.ndarray | str | os.PathLike, sr: int, max_duration_s: float | None) -> np.ndarray:
+        if isinstance(audio, (str, os.PathLike)):
+            return decode_file(audio, max_duration_s).audio
+        return as_mono_16k(audio, sr)
+
+    def window_probs(self, audio: np.ndarray | str | os.PathLike, sr: int = SAMPLE_RATE, *,
+                     window_ms: int | None = None, hop_ms: int | None = None,
+                     max_duration_s: float | None = DEFAULT_MAX_DURATION_S) -> tuple[np.ndarray, int, np.ndarray, int]:
+        """``(start samples, window samples, calibrated P per window, total samples)`` of one signal."""
+        x = self._audio(audio, sr, max_duration_s)
+        starts, window = self.layout(x.size, window_ms, hop_ms)
+        probs = np.zeros(len(starts), dtype=np.float64)
+        step = max(self.batch_size * 8, 64)
+        live = [k for k, s in enumerate(starts) if not is_silent(x[s:s + window])]  # silence: P = 0
+        for lo in range(0, len(live), step):
+            ks = live[lo:lo + step]
+            probs[ks] = self.score_prepared([self.prepare(x[starts[k]:starts[k] + window], int(starts[k])) for k in ks])
+        return starts, window, probs, int(x.size)
+
+    def predict(self, audio: np.ndarray | str | os.PathLike, sr: int = SAMPLE_RATE, *,
+                max_duration_s: float | None = DEFAULT_MAX_DURATION_S) -> float:
+        """Calibrated P(speech) of a file or array (long audio: the maximum over its windows).
+
+        Raises :class:`~qvad.audio.io.AudioError` for audio that cannot be used.
+        """
+        _, _, probs, _ = self.window_probs(audio, sr, max_duration_s=max_duration_s)
+        return float(probs.max())
+
+    def segments(self, audio: np.ndarray | str | os.PathLike, sr: int = SAMPLE_RATE,
+                 options: SegmentOptions | None = None, *,
+                 max_duration_s: float | None = DEFAULT_MAX_DURATION_S) -> list[tuple[float, float, float]]:
+        """Speech segments ``[(start_s, end_s, p_speech)]`` of a file or array (see qvad.segments)."""
+        opts = options or SegmentOptions()
+        opts.check()
+        starts, window, probs, n = self.window_probs(audio, sr, window_ms=opts.window_ms, hop_ms=opts.hop_ms,
+                                                     max_duration_s=max_duration_s)
+        return self._segments(starts, window, probs, n, opts)
+
+    def _segments(self, starts: np.ndarray, window: int, probs: np.ndarray, n: int,
+                  opts: SegmentOptions) -> list[tuple[float, float, float]]:
+        threshold = self.config.threshold if opts.threshold is None else opts.threshold
+        frames = frame_probs(starts, probs, window, n, opts.pool)
+        return speech_segments(frames, n, threshold, neg_threshold=opts.neg_threshold,
+                               min_speech_ms=opts.min_speech_ms, min_silence_ms=opts.min_silence_ms,
+                               speech_pad_ms=opts.speech_pad_ms, max_speech_s=opts.max_speech_s)
+
+    # -- many files --------------------------------------------------------------------------
+    def iter_files(self, paths: Iterable[str | os.PathLike], *, segments: bool = False,
+                   options: SegmentOptions | None = None, max_duration_s: float | None = DEFAULT_MAX_DURATION_S,
+                   on_result: Callable[[FileResult], None] | None = None) -> Iterator[FileResult]:
+        """One :class:`FileResult` per file, in order; a bad file gives an error result, never an exception.
+
+        Folders are searched recursively (qvad.audio.decode.find_audio). Clips of many files share
+        batches; a long file's windows are prepared a few batches at a time, so memory holds the
+        decoded audio of the files in flight and a bounded number of prepared clips.
+        """
+        opts = options or SegmentOptions()
+        opts.check()
+        flush_at = max(self.batch_size * 4, 64)
+        pending: deque[_Job] = deque()
+        queue: list[tuple[_Job, int, np.ndarray]] = []
+
+        def flush() -> None:
+            if not queue:
+                return
+            try:
+                probs = self.score_prepared([x for _, _, x in queue])
+            except Exception:  # a model failure (e.g. out of memory): retry file by file, fail only those
+                by_job: dict[int, list[tuple[_Job, int, np.ndarray]]] = {}
+                for item in queue:
+                    by_job.setdefault(id(item[0]), []).append(item)
+                for items in by_job.values():
+                    job = items[0][0]
+                    try:
+                        job.probs[[k for _, k, _ in items]] = self.score_prepared([x for _, _, x in items])
+                    except Exception as exc:
+                        job.result.error = job.result.error or f"scoring failed ({type(exc).__name__}: {exc})"
+                    job.waiting -= len(items)
+            else:
+                for (job, k, _), p in zip(queue, probs):
+                    job.probs[k] = p
+                    job.waiting -= 1
+            queue.clear()
+
+        def finish(job: _Job) -> FileResult:
+            res = job.result
+            if not res.error and job.audio is not None:
+                res.p_speech = float(np.max(job.probs))
+                res.decision = self.decide(res.p_speech)
+                if segments:
+                    res.segments = self._segments(job.starts, job.window, job.probs, job.audio.size, opts)
+            if res.error:
+                res.p_speech, res.decision, res.segments = None, "", None
+            job.audio = None
+            if on_result is not None:
+                on_result(res)
+            return res
+
+        def ready() -> Iterator[FileResult]:
+            while pending and pending[0].waiting == 0 and not pending[0].open:
+                yield finish(pending.popleft())
+
+        for path in find_audio(paths):
+            result = FileResult(path=str(path))
+            try:
+                decoded: Decoded = decode_file(path, max_duration_s)
+            except AudioError as exc:
+                result.error = exc.reason
+                pending.append(_Job(result, None, np.zeros(0, dtype=np.int64), 0))
+                yield from ready()
+                continue
+            except Exception as exc:  # anything else libsndfile or the OS throws: this file only
+                result.error = f"could not decode ({type(exc).__name__}: {exc})"
+                pending.append(_Job(result, None, np.zeros(0, dtype=np.int64), 0))
+                yield from ready()
+                continue
+            x = decoded.audio
+            result.duration_s, result.orig_sr, result.channels = decoded.duration_s, decoded.orig_sr, decoded.channels
+            try:
+                starts, window = self.layout(x.size, opts.window_ms, opts.hop_ms)
+            except ValueError as exc:
+                result.error = str(exc)
+                pending.append(_Job(result, None, np.zeros(0, dtype=np.int64), 0))
+                yield from ready()
+                continue
+            job = _Job(result, x, starts, window)
+            result.windows = len(starts)
+            pending.append(job)
+            for k, s in enumerate(starts):
+                clip = x[s:s + window]
+                if is_silent(clip):
+                    job.probs[k] = 0.0
+                    continue
+                job.waiting += 1
+                queue.append((job, k, self.prepare(clip, int(s))))
+                if len(queue) >= flush_at:
+                    flush()
+                    yield from ready()
+            job.open = False
+            yield from ready()
+        flush()
+        yield from ready()
+
+    def predict_files(self, paths: Iterable[str | os.PathLike], *, segments: bool = False,
+                      options: SegmentOptions | None = None,
+                      max_duration_s: float | None = DEFAULT_MAX_DURATION_S) -> "Any":
+        """A pandas DataFrame, one row per file: path, duration_s, orig_sr, channels, p_speech,
+        decision, windows, error (and n_segments, speech_s, segments with ``segments=True``)."""
+        import pandas as pd
+
+        rows = [r.row(segments) for r in self.iter_files(paths, segments=segments, options=options,
+                                                         max_duration_s=max_duration_s)]
+        columns = list(FileResult(path="").row(segments))
+        return pd.DataFrame(rows, columns=columns)
