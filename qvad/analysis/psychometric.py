@@ -73,7 +73,7 @@ def psychometric(params: dict) -> None:
                                          get(params, "normalize"), float(get(params, "hygiene.min_speech_frac")), seed)
     preds = predictions(audio, params)
 
-    metrics = {"bases": {"speech": int((bases["label"] == "speech").sum()),
+    report = {"bases": {"speech": int((bases["label"] == "speech").sum()),
                          "nonspeech": int((bases["label"] == "nonspeech").sum()),
                          "groups": int(bases["group"].nunique())},
                "variants": int(len(table)),
@@ -102,8 +102,8 @@ def psychometric(params: dict) -> None:
                                                   d["group"].to_numpy(), n_boot=cfg["n_boot"], seed=seed)
                     out[f"{cond}:{level}"] = {"balanced_accuracy": round(ci.estimate, 4),
                                               "ci95": [round(ci.low, 4), round(ci.high, 4)]}
-        metrics["systems"][system] = out
-    write_json("metrics/psychometric.json", metrics)
+        report["systems"][system] = out
+    write_json("metrics/psychometric.json", report)
     pts, crv, ths = (pd.concat(x, ignore_index=True) for x in (all_points, all_curves, all_thresholds))
     write_csv("plots/psychometric_points.csv", pts)
     # Wide tables for `dvc plots` (one line per system): duration, and SNR at the longest SNR duration.
