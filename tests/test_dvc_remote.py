@@ -35,7 +35,7 @@ def shared(tmp_path_factory) -> dict[str, Path]:
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "data stages")
     run([*DVC, "push"], repo)
-    run(["git", "init", "-q", "--bare", str(origin)], tmp)
+    run(["git", "init", "-q", "--bare", "-b", "main", str(origin)], tmp)
     git(repo, "remote", "add", "origin", str(origin))
     git(repo, "push", "-q", "origin", "main")
     return {"tmp": tmp, "repo": repo, "remote": remote, "origin": origin}
@@ -43,7 +43,7 @@ def shared(tmp_path_factory) -> dict[str, Path]:
 
 def fresh_clone(shared: dict[str, Path], name: str) -> Path:
     clone = shared["tmp"] / name
-    run(["git", "clone", "-q", str(shared["origin"]), str(clone)], shared["tmp"])
+    run(["git", "clone", "-q", "-b", "main", str(shared["origin"]), str(clone)], shared["tmp"])
     run([*DVC, "config", "--local", "cache.dir", str(shared["tmp"] / f"cache_{name}")], clone)
     return clone
 
@@ -51,7 +51,7 @@ def fresh_clone(shared: dict[str, Path], name: str) -> Path:
 def test_pull_into_a_fresh_clone_needs_no_recompute(shared):
     clone = fresh_clone(shared, "clone")
     assert not (clone / "data" / "splits").exists()
-    run([*DVC, "pull"], clone)
+    run([*DVC, "pull", "--with-deps", "audit"], clone)  # only the data stages ran here
     status = run([*DVC, "status", "--json", "audit"], clone)
     assert json.loads(status.stdout or "{}") == {}, status.stdout
     dry = run([*DVC, "repro", "--dry", "audit"], clone).stdout
@@ -67,8 +67,10 @@ def test_experiment_push_and_pull_through_git_remote(shared):
     clone = fresh_clone(shared, "clone_exp")
     run([*DVC, "exp", "pull", "origin", "stricter-audit"], clone)
     shown = json.loads(run([*DVC, "exp", "show", "--json"], clone).stdout)
-    names = [exp.get("name") for rev in shown for exp in (rev.get("experiments") or [])]
-    assert "stricter-audit" in names, names
-    run([*DVC, "exp", "apply", "stricter-audit"], clone)
-    params = yaml.safe_load((clone / "params.yaml").read_text())
+    pulled = {rev.get("name"): rev for commit in shown for exp in (commit.get("experiments") or [])
+              for rev in exp.get("revs", [])}
+    assert "stricter-audit" in pulled, list(pulled)
+    params = pulled["stricter-audit"]["data"]["params"]["params.yaml"]["data"]
     assert params["audit"]["max_class_imbalance"] == 0.3
+    audit = pulled["stricter-audit"]["data"]["metrics"]["metrics/audit.json"]["data"]
+    assert audit["passed"] is True  # the experiment's metrics travelled with it

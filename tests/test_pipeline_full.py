@@ -36,6 +36,8 @@ def full_repo(tmp_path_factory) -> Path:
     git(repo, "init", "-q")
     git(repo, "config", "user.name", "e2e")  # CI machines may have no global git identity
     git(repo, "config", "user.email", "e2e@localhost")
+    git(repo, "add", "-A")  # a project has commits (DVCLive reads the current one; an empty repo has none)
+    git(repo, "commit", "-qm", "project")
     run([*DVC, "repro"], repo)
     git(repo, "add", "-A")
     git(repo, "commit", "-qm", "baseline")
