@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
+from qvad.model.answer_loss import answer_loss
 from qvad.model.collate import ABCollator
 from qvad.model.dataset import ClipDataset, spec_augment
 from qvad.model.scoring import score_ab_logits
@@ -41,7 +42,25 @@ class AugmentingCollator:
         return batch
 
 
-class ABTrainer(Trainer):
+class AnswerLossTrainer(Trainer):
+    """Trainer whose loss is :func:`qvad.model.answer_loss.answer_loss` (the stock loss's value,
+    from the answer position only, prompt prefix shared); ``answer_loss=False`` keeps the stock
+    forward. The Trainer's autocast, gradient accumulation and logging are unchanged."""
+
+    def __init__(self, *args: Any, answer_loss: bool = True, shared_prefix: bool = True, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.use_answer_loss = answer_loss
+        self.shared_prefix = shared_prefix
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: ANN001, ANN201
+        if not self.use_answer_loss:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        with self.accelerator.autocast():
+            loss = answer_loss(self.accelerator.unwrap_model(model), inputs, self.shared_prefix)
+        return (loss, {"loss": loss}) if return_outputs else loss
+
+
+class ABTrainer(AnswerLossTrainer):
     """Trainer whose evaluation also reports dev balanced accuracy from the A/B scorer."""
 
     def __init__(self, *args: Any, dev_set: ClipDataset, prompt_cfg: Mapping, score_batch: int,
