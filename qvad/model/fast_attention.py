@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import types
+import warnings
 from typing import Any, Iterator
 
 import torch
@@ -37,6 +38,9 @@ try:  # Triton ships with CUDA builds of torch; CPU builds have none (the stock 
     import triton.language as tl
 except ImportError:  # pragma: no cover - depends on the install
     triton = None
+
+FUSED_ROTARY_ERROR: str | None = None
+"""Why the fused rotary kernel could not run here (then the stock expression is used), or None."""
 
 PREFIX_KWARG = "qvad_prefix"
 """Keyword under which a :class:`SharedPrefix` reaches every attention layer."""
@@ -54,32 +58,37 @@ def _rotary_reference(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor,
 if triton is not None:
 
     @triton.jit
-    def _round(x, DTYPE: tl.constexpr):
-        """Round a float32 value to the storage dtype and back (what a stock bf16 kernel stores)."""
-        return x.to(DTYPE, fp_downcast_rounding="rtne").to(tl.float32)
-
-    @triton.jit
     def _rope_rows(X, Y, row, n_heads, stride_row, c1, c2, s1, s2, HALF: tl.constexpr,
                    BLOCK_H: tl.constexpr, BACKWARD: tl.constexpr):
-        """Rotate one token's heads. Forward: ``x*cos + rotate_half(x)*sin``; backward: its transpose."""
-        DTYPE: tl.constexpr = Y.dtype.element_ty
+        """Rotate one token's heads. Forward: ``x*cos + rotate_half(x)*sin``; backward: its transpose.
+
+        Every product and the sum are rounded to the storage dtype (``.to(dt).to(float32)``), as
+        the stock bf16/fp16 kernels store them, so the result is theirs bit for bit.
+        """
+        dt = Y.dtype.element_ty
         h = tl.arange(0, BLOCK_H)[:, None]
         d = tl.arange(0, HALF)[None, :]
         keep = h < n_heads
         src = X + row * stride_row + h * (2 * HALF) + d
         x1 = tl.load(src, mask=keep).to(tl.float32)
         x2 = tl.load(src + HALF, mask=keep).to(tl.float32)
+        a1 = (x1 * c1).to(dt, fp_downcast_rounding="rtne").to(tl.float32)
+        a2 = (x2 * c2).to(dt, fp_downcast_rounding="rtne").to(tl.float32)
         if BACKWARD:
             # d/dx1 = g1*cos1 + g2*sin2 ; d/dx2 = g2*cos2 - g1*sin1 (autograd's products, rounded)
-            y1 = _round(_round(x1 * c1, DTYPE) + _round(x2 * s2, DTYPE), DTYPE)
-            y2 = _round(_round(x2 * c2, DTYPE) - _round(x1 * s1, DTYPE), DTYPE)
+            b1 = (x2 * s2).to(dt, fp_downcast_rounding="rtne").to(tl.float32)
+            b2 = (x1 * s1).to(dt, fp_downcast_rounding="rtne").to(tl.float32)
+            y1 = a1 + b1
+            y2 = a2 - b2
         else:
             # rotate_half(x) = (-x2, x1): y1 = x1*cos1 + (-x2)*sin1 ; y2 = x2*cos2 + x1*sin2
-            y1 = _round(_round(x1 * c1, DTYPE) - _round(x2 * s1, DTYPE), DTYPE)
-            y2 = _round(_round(x2 * c2, DTYPE) + _round(x1 * s2, DTYPE), DTYPE)
+            b1 = (x2 * s1).to(dt, fp_downcast_rounding="rtne").to(tl.float32)
+            b2 = (x1 * s2).to(dt, fp_downcast_rounding="rtne").to(tl.float32)
+            y1 = a1 - b1
+            y2 = a2 + b2
         dst = Y + row * (n_heads * 2 * HALF) + h * (2 * HALF) + d
-        tl.store(dst, y1.to(DTYPE, fp_downcast_rounding="rtne"), mask=keep)
-        tl.store(dst + HALF, y2.to(DTYPE, fp_downcast_rounding="rtne"), mask=keep)
+        tl.store(dst, y1.to(dt, fp_downcast_rounding="rtne"), mask=keep)
+        tl.store(dst + HALF, y2.to(dt, fp_downcast_rounding="rtne"), mask=keep)
 
     @triton.jit
     def _rope_kernel(Q, K, QO, KO, COS, SIN, tokens, q_heads, k_heads, stride_q, stride_k, stride_cb,
@@ -162,8 +171,14 @@ def rotary(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tenso
     rounds each product and the sum to the storage dtype as the stock kernels do). In float32
     the stock expression always runs: a fused kernel could contract multiply and add.
     """
-    if fused and fused_rotary_applies(q, cos) and k.dtype == q.dtype and sin.dtype == q.dtype:
-        return _FusedRotary.apply(q, k, cos, sin)
+    global FUSED_ROTARY_ERROR
+    if (fused and FUSED_ROTARY_ERROR is None and fused_rotary_applies(q, cos) and k.dtype == q.dtype
+            and sin.dtype == q.dtype):
+        try:
+            return _FusedRotary.apply(q, k, cos, sin)
+        except Exception as exc:  # noqa: BLE001 - a kernel that does not build must not stop a run
+            FUSED_ROTARY_ERROR = f"{type(exc).__name__}: {exc}"
+            warnings.warn(f"fused rotary kernel unavailable, using the stock expression: {FUSED_ROTARY_ERROR}")
     return _rotary_reference(q, k, cos, sin)
 
 

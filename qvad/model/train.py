@@ -50,14 +50,17 @@ def train(params: dict) -> None:
     run_params = {k: params[k] for k in ("seed", "cpu_threads", "train", "model", "lora", "prompt")}
     resume = prepare_checkpoint_dir(CKPT, run_key(run_params, SPLITS))
     history = LossHistory()
+    collator = ABCollator(processor, prompt_cfg, feature_device=dev_name)
+    # On a GPU the batch stays where its log-mel was computed (no copy to the host and back).
+    collator.train_batches_on_device = dev_name == "cuda"
     trainer = ABTrainer(
         model=model,
         args=training_arguments(cfg, CKPT, seed, use_cpu=dev_name == "cpu",
-                                bf16=dev_name == "cuda" and model_cfg.get("dtype") == "bfloat16"),
+                                bf16=dev_name == "cuda" and model_cfg.get("dtype") == "bfloat16",
+                                pin_memory=not collator.train_batches_on_device),
         train_dataset=train_set,
         eval_dataset=dev_set,
-        data_collator=AugmentingCollator(ABCollator(processor, prompt_cfg, feature_device=dev_name),
-                                        cfg["spec_augment"], seed),
+        data_collator=AugmentingCollator(collator, cfg["spec_augment"], seed),
         processing_class=processor,
         callbacks=[history],
         dev_set=dev_set,

@@ -37,7 +37,7 @@ class AugmentingCollator:
     def __call__(self, examples: list[dict]) -> Any:
         batch = self.base(examples)
         if self.enabled:
-            valid = batch["feature_attention_mask"].sum(-1)
+            valid = batch["feature_attention_mask"].sum(-1).cpu()  # per-row ints: read once, not per row
             batch["input_features"] = spec_augment(batch["input_features"], valid, self.generator)
         return batch
 
@@ -152,8 +152,10 @@ def prepare_checkpoint_dir(ckpt_dir: Path, key: str) -> Path | None:
 
 
 def training_arguments(cfg: Mapping[str, Any], ckpt_dir: Path, seed: int, use_cpu: bool,
-                       bf16: bool) -> TrainingArguments:
-    """TrainingArguments from ``train.*`` params; the best checkpoint is chosen on dev."""
+                       bf16: bool, pin_memory: bool = True) -> TrainingArguments:
+    """TrainingArguments from ``train.*`` params; the best checkpoint is chosen on dev.
+
+    ``pin_memory`` False when the collator already returns batches on the GPU."""
     return TrainingArguments(
         output_dir=str(ckpt_dir),
         num_train_epochs=cfg["epochs"],
@@ -181,6 +183,7 @@ def training_arguments(cfg: Mapping[str, Any], ckpt_dir: Path, seed: int, use_cp
         remove_unused_columns=False,
         prediction_loss_only=True,
         dataloader_num_workers=0,
+        dataloader_pin_memory=pin_memory,
         disable_tqdm=False,
     )
 
