@@ -73,7 +73,7 @@ def answer_loss(model: nn.Module, inputs: Mapping[str, Any], shared_prefix: bool
         rest_ids, rest_mask = rest
         dtype = text_model.get_input_embeddings().weight.dtype
         forward.update(input_ids=rest_ids, attention_mask=prefix_mask_mapping(text_model.config, rest_mask,
-                                                                              prefix.length, dtype),
+                                                                              prefix.length, dtype, rest_ids.device),
                        position_ids=positions_after(rest_mask, prefix.length), **{PREFIX_KWARG: prefix})
         predict_at = predict_at - prefix.length  # the answer follows the audio, so it sits past the prefix
     else:

@@ -4,9 +4,10 @@ Two things cost the 7B scorer and train step more than their arithmetic (measure
 
 * **Rotary embedding.** Stock ``apply_rotary_pos_emb`` runs ``q * cos + rotate_half(q) * sin`` as
   five broadcast, strided bf16 kernels per tensor (mul, neg, cat, mul, add): ~20 % of the scorer's
-  GPU time. On CUDA (bf16/fp16) :func:`rotary` does it in one Triton kernel per layer for q and k
-  together, forward and backward, rounding after every step exactly as the stock kernels do, so
-  the result is **bit-identical** (tested). Elsewhere it runs the stock expression.
+  GPU time. On CUDA (bf16) :func:`rotary` does it in one Triton kernel per layer for q and k
+  together, forward and backward, rounding after every step exactly as the stock kernels do (round
+  to nearest even done with integer operations, which the compiler cannot drop or fuse across),
+  so the result is meant to be bit-identical (checked on the GPU by the benchmark and a CUDA test). Elsewhere it runs the stock expression.
 * **The shared prefix.** Every prompt starts with the same tokens (system turn, ``user``, and with
   ``prompt.audio_position: after_question`` the whole question). Their keys and values are the
   same for every row, so they are computed once (one row) and every row attends to them:
@@ -30,6 +31,7 @@ from typing import Any, Iterator
 
 import torch
 from torch import nn
+from torch.nn.attention.bias import CausalBias, causal_lower_right
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.models.qwen2.modeling_qwen2 import Qwen2Attention, eager_attention_forward, rotate_half
 
@@ -58,43 +60,49 @@ def _rotary_reference(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor,
 if triton is not None:
 
     @triton.jit
-    def _rope_rows(X, Y, row, n_heads, stride_row, c1, c2, s1, s2, HALF: tl.constexpr,
+    def _round_bf16(x):
+        """float32 -> nearest bfloat16 (ties to even), kept in float32, with integer operations:
+        unlike a cast pair the compiler cannot drop it or contract a multiply-add across it."""
+        bits = x.to(tl.uint32, bitcast=True)
+        bits = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) << 16
+        return bits.to(tl.float32, bitcast=True)
+
+    @triton.jit
+    def _rope_rows(X, Y, row, b, t, n_heads, stride_row, stride_ob, stride_ot, c1, c2, s1, s2, HALF: tl.constexpr,
                    BLOCK_H: tl.constexpr, BACKWARD: tl.constexpr):
         """Rotate one token's heads. Forward: ``x*cos + rotate_half(x)*sin``; backward: its transpose.
 
-        Every product and the sum are rounded to the storage dtype (``.to(dt).to(float32)``), as
-        the stock bf16/fp16 kernels store them, so the result is theirs bit for bit.
+        Every product and the sum are rounded to bfloat16 as the stock bf16 kernels store them
+        (float32 arithmetic, round to nearest even), so the result is theirs bit for bit.
         """
-        dt = Y.dtype.element_ty
         h = tl.arange(0, BLOCK_H)[:, None]
         d = tl.arange(0, HALF)[None, :]
         keep = h < n_heads
         src = X + row * stride_row + h * (2 * HALF) + d
         x1 = tl.load(src, mask=keep).to(tl.float32)
         x2 = tl.load(src + HALF, mask=keep).to(tl.float32)
-        a1 = (x1 * c1).to(dt, fp_downcast_rounding="rtne").to(tl.float32)
-        a2 = (x2 * c2).to(dt, fp_downcast_rounding="rtne").to(tl.float32)
+        a1 = _round_bf16(x1 * c1)
+        a2 = _round_bf16(x2 * c2)
         if BACKWARD:
             # d/dx1 = g1*cos1 + g2*sin2 ; d/dx2 = g2*cos2 - g1*sin1 (autograd's products, rounded)
-            b1 = (x2 * s2).to(dt, fp_downcast_rounding="rtne").to(tl.float32)
-            b2 = (x1 * s1).to(dt, fp_downcast_rounding="rtne").to(tl.float32)
-            y1 = a1 + b1
-            y2 = a2 - b2
+            y1 = _round_bf16(a1 + _round_bf16(x2 * s2))
+            y2 = _round_bf16(a2 - _round_bf16(x1 * s1))
         else:
             # rotate_half(x) = (-x2, x1): y1 = x1*cos1 + (-x2)*sin1 ; y2 = x2*cos2 + x1*sin2
-            b1 = (x2 * s1).to(dt, fp_downcast_rounding="rtne").to(tl.float32)
-            b2 = (x1 * s2).to(dt, fp_downcast_rounding="rtne").to(tl.float32)
-            y1 = a1 - b1
-            y2 = a2 + b2
-        dst = Y + row * (n_heads * 2 * HALF) + h * (2 * HALF) + d
-        tl.store(dst, y1.to(dt, fp_downcast_rounding="rtne"), mask=keep)
-        tl.store(dst + HALF, y2.to(dt, fp_downcast_rounding="rtne"), mask=keep)
+            y1 = _round_bf16(a1 - _round_bf16(x2 * s1))
+            y2 = _round_bf16(a2 + _round_bf16(x1 * s2))
+        dst = Y + b * stride_ob + t * stride_ot + h * (2 * HALF) + d
+        tl.store(dst, y1.to(tl.bfloat16), mask=keep)  # exact: y is a bfloat16 value already
+        tl.store(dst + HALF, y2.to(tl.bfloat16), mask=keep)
 
     @triton.jit
     def _rope_kernel(Q, K, QO, KO, COS, SIN, tokens, q_heads, k_heads, stride_q, stride_k, stride_cb,
-                     stride_ct, HALF: tl.constexpr, BLOCK_HQ: tl.constexpr, BLOCK_HK: tl.constexpr,
-                     BACKWARD: tl.constexpr):
-        """One program per token row (batch x position): q's and k's heads share its cos/sin."""
+                     stride_ct, stride_qob, stride_qot, stride_kob, stride_kot, HALF: tl.constexpr,
+                     BLOCK_HQ: tl.constexpr, BLOCK_HK: tl.constexpr, BACKWARD: tl.constexpr):
+        """One program per token row (batch x position): q's and k's heads share its cos/sin.
+
+        Outputs are addressed by (batch, position) strides, so k can be written straight into
+        a larger keys buffer (after a shared prefix)."""
         row = tl.program_id(0).to(tl.int64)
         b = row // tokens
         t = row - b * tokens
@@ -104,8 +112,10 @@ if triton is not None:
         c2 = tl.load(COS + base + HALF + d).to(tl.float32)
         s1 = tl.load(SIN + base + d).to(tl.float32)
         s2 = tl.load(SIN + base + HALF + d).to(tl.float32)
-        _rope_rows(Q, QO, row, q_heads, stride_q, c1, c2, s1, s2, HALF, BLOCK_HQ, BACKWARD)
-        _rope_rows(K, KO, row, k_heads, stride_k, c1, c2, s1, s2, HALF, BLOCK_HK, BACKWARD)
+        _rope_rows(Q, QO, row, b, t, q_heads, stride_q, stride_qob, stride_qot, c1, c2, s1, s2, HALF, BLOCK_HQ,
+                   BACKWARD)
+        _rope_rows(K, KO, row, b, t, k_heads, stride_k, stride_kob, stride_kot, c1, c2, s1, s2, HALF, BLOCK_HK,
+                   BACKWARD)
 
 
 def _rows(x: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -117,17 +127,22 @@ def _rows(x: torch.Tensor) -> tuple[torch.Tensor, int]:
 
 
 def _launch_rope(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                 backward: bool) -> tuple[torch.Tensor, torch.Tensor]:
+                 backward: bool, k_out: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run the kernel; ``k_out`` (``[batch, tokens, heads, dim]``, dense heads, any batch/position
+    strides) receives k instead of a new tensor."""
     b, t, hq, d = q.shape
     hk = k.shape[2]
     q, stride_q = _rows(q)
     k, stride_k = _rows(k)
     cos, sin = cos.contiguous(), sin.contiguous()
     qo = torch.empty((b, t, hq, d), dtype=q.dtype, device=q.device)
-    ko = torch.empty((b, t, hk, d), dtype=k.dtype, device=k.device)
+    ko = torch.empty((b, t, hk, d), dtype=k.dtype, device=k.device) if k_out is None else k_out
+    if ko.shape != k.shape or ko.stride(3) != 1 or ko.stride(2) != d:
+        raise ValueError(f"k_out must be [batch, tokens, heads, dim] with dense heads, got {ko.shape} {ko.stride()}")
     stride_cb = 0 if cos.shape[0] == 1 else cos.stride(0)
     _rope_kernel[(b * t,)](
         q, k, qo, ko, cos, sin, t, hq, hk, stride_q, stride_k, stride_cb, cos.stride(1),
+        qo.stride(0), qo.stride(1), ko.stride(0), ko.stride(1),
         HALF=d // 2, BLOCK_HQ=triton.next_power_of_2(hq), BLOCK_HK=triton.next_power_of_2(hk),
         BACKWARD=backward, num_warps=4,
     )
@@ -157,19 +172,37 @@ class _FusedRotary(torch.autograd.Function):
 
 
 def fused_rotary_applies(q: torch.Tensor, cos: torch.Tensor) -> bool:
-    """Whether :func:`rotary` takes the Triton kernel for these tensors (CUDA, bf16/fp16, even head dim)."""
+    """Whether :func:`rotary` takes the Triton kernel for these tensors (CUDA, bfloat16, head dim a power of 2)."""
     half = q.shape[-1] // 2
-    return (triton is not None and q.is_cuda and q.dtype in (torch.bfloat16, torch.float16)
+    return (triton is not None and q.is_cuda and q.dtype == torch.bfloat16
             and cos.dtype == q.dtype and q.shape[-1] % 2 == 0 and half & (half - 1) == 0)
+
+
+def rotary_into(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, k_out: torch.Tensor,
+                fused: bool = True) -> torch.Tensor:
+    """:func:`rotary` without autograd, writing k's result into ``k_out``; returns q's (scoring only)."""
+    global FUSED_ROTARY_ERROR
+    if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad):
+        raise RuntimeError("rotary_into is for inference: its write into k_out is not recorded by autograd")
+    if (fused and FUSED_ROTARY_ERROR is None and fused_rotary_applies(q, cos) and k.dtype == q.dtype
+            and sin.dtype == q.dtype):
+        try:
+            return _launch_rope(q, k, cos, sin, backward=False, k_out=k_out)[0]
+        except Exception as exc:  # noqa: BLE001 - a kernel that does not build must not stop a run
+            FUSED_ROTARY_ERROR = f"{type(exc).__name__}: {exc}"
+            warnings.warn(f"fused rotary kernel unavailable, using the stock expression: {FUSED_ROTARY_ERROR}")
+    q, k = _rotary_reference(q, k, cos, sin)
+    k_out.copy_(k)
+    return q
 
 
 def rotary(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
            fused: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Rotary embedding of ``q``/``k`` ``[batch, tokens, heads, dim]`` with ``cos``/``sin`` ``[1 or batch, tokens, dim]``.
 
-    Same values as transformers' ``apply_rotary_pos_emb`` (bit for bit; the fused kernel
-    rounds each product and the sum to the storage dtype as the stock kernels do). In float32
-    the stock expression always runs: a fused kernel could contract multiply and add.
+    Same values as transformers' ``apply_rotary_pos_emb``: the fused kernel (CUDA, bfloat16)
+    rounds each product and the sum to bfloat16 as the stock kernels do. Other dtypes run the
+    stock expression.
     """
     global FUSED_ROTARY_ERROR
     if (fused and FUSED_ROTARY_ERROR is None and fused_rotary_applies(q, cos) and k.dtype == q.dtype
@@ -211,6 +244,19 @@ class SharedPrefix:
         self.reads += 1
         return (torch.cat([prefix_key.expand(rows, -1, -1, -1), key], dim=1),
                 torch.cat([prefix_value.expand(rows, -1, -1, -1), value], dim=1))
+
+    def buffers(self, layer: int, key: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Empty ``[batch, P + T, kv_heads, dim]`` keys/values with the prefix rows filled in (scoring:
+        the batch's own rows are then written in place, with no concatenation)."""
+        prefix_key, prefix_value = self.kv[layer]
+        rows, tokens = key.shape[:2]
+        shape = (rows, self.length + tokens, *key.shape[2:])
+        out_key = torch.empty(shape, dtype=key.dtype, device=key.device)
+        out_value = torch.empty(shape, dtype=value.dtype, device=value.device)
+        out_key[:, : self.length] = prefix_key
+        out_value[:, : self.length] = prefix_value
+        self.reads += 1
+        return out_key, out_value
 
     def check_read(self, layers: int) -> None:
         """Every one of ``layers`` attention layers must have used the prefix since the last check."""
@@ -254,18 +300,28 @@ def compute_shared_prefix(language_model: nn.Module, tokens: torch.Tensor) -> Sh
     return prefix
 
 
+CAUSAL_BIAS_DEVICES = ("cuda",)
+"""Devices where an unpadded batch's mask is a CausalBias (flash attention). The CPU keeps the
+tensor mask: SDPA materialises a CausalBias there anyway, after slow kernel-eligibility checks."""
+
+
 def prefix_attention_mask(rest_mask: torch.Tensor, prefix_length: int, attn_implementation: str,
-                          dtype: torch.dtype) -> torch.Tensor:
+                          dtype: torch.dtype, causal_bias: bool = False) -> torch.Tensor:
     """4-D attention mask of rows that attend to a shared prefix, then causally to their own tokens.
 
     ``rest_mask`` ``[batch, T]`` marks each row's real tokens after the prefix (left or right
     padding). Query ``i`` sees every prefix key and its own keys ``j <= i`` that are real; a
     padded query still sees the prefix, so no row is fully masked (no NaN). The stock model
     builds the same mask from a 2-D ``[ones(P), rest_mask]`` and a cache of ``P`` tokens.
-    Boolean (True = attend) for 'sdpa', additive for 'eager'.
+    Boolean (True = attend) for 'sdpa', additive for 'eager'; with ``causal_bias``, no padding and
+    'sdpa', the same pattern as a lower-right ``CausalBias`` (no tensor; SDPA's flash kernel applies it).
     """
     rows, width = rest_mask.shape
     device = rest_mask.device
+    if causal_bias and attn_implementation == "sdpa" and bool(rest_mask.all()):
+        # No padding: the mask is causal aligned to the lower right; as a CausalBias SDPA runs
+        # flash attention (bottom-right causal) instead of a kernel that reads a mask tensor.
+        return causal_lower_right(width, prefix_length + width)
     causal = torch.ones((width, width), dtype=torch.bool, device=device).tril()
     own = causal[None] & rest_mask.bool()[:, None, :]
     mask = torch.cat([torch.ones((rows, width, prefix_length), dtype=torch.bool, device=device), own], dim=-1)[:, None]
@@ -316,14 +372,15 @@ def positions_after(rest_mask: torch.Tensor, offset: int) -> torch.Tensor:
     return (rest_mask.long().cumsum(-1) - 1 + offset).masked_fill(rest_mask == 0, 0)
 
 
-def prefix_mask_mapping(config: Any, rest_mask: torch.Tensor, prefix_length: int,
-                        dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """The language model's ``attention_mask`` argument for a shared-prefix forward: a prepared mask
-    per layer type (transformers uses a dict as given). Only full-attention layers are supported."""
+def prefix_mask_mapping(config: Any, rest_mask: torch.Tensor, prefix_length: int, dtype: torch.dtype,
+                        device: torch.device | str) -> dict[str, torch.Tensor]:
+    """The language model's ``attention_mask`` argument for a shared-prefix forward on ``device``: a
+    prepared mask per layer type (transformers uses a dict as given). Full-attention layers only."""
     kinds = set(getattr(config, "layer_types", None) or ["full_attention"])
     if kinds != {"full_attention"}:
         raise ValueError(f"shared-prefix attention supports full-attention layers only, got {sorted(kinds)}")
-    mask = prefix_attention_mask(rest_mask, prefix_length, config._attn_implementation, dtype)
+    causal_bias = torch.device(device).type in CAUSAL_BIAS_DEVICES
+    mask = prefix_attention_mask(rest_mask, prefix_length, config._attn_implementation, dtype, causal_bias)
     return {"full_attention": mask}
 
 
@@ -340,13 +397,20 @@ def _attention_forward(self: Qwen2Attention, hidden_states: torch.Tensor,
     key = self.k_proj(hidden_states).view(split)
     value = self.v_proj(hidden_states).view(split)
     cos, sin = position_embeddings
-    query, key = rotary(query, key, cos, sin, fused=getattr(self, "_qvad_fused_rotary", True))
-    if prefix is not None:
-        if past_key_values is not None:
-            raise ValueError("a shared prefix and a KV cache cannot be combined")
-        if prefix.recording:
+    fused = getattr(self, "_qvad_fused_rotary", True)
+    if prefix is not None and past_key_values is not None:
+        raise ValueError("a shared prefix and a KV cache cannot be combined")
+    if prefix is not None and not prefix.recording and not torch.is_grad_enabled():
+        # Scoring: k is rotated straight into the keys buffer after the prefix, v copied once.
+        full_key, full_value = prefix.buffers(self.layer_idx, key, value)
+        query = rotary_into(query, key, cos, sin, full_key[:, prefix.length:], fused=fused)
+        full_value[:, prefix.length:] = value
+        key, value = full_key, full_value
+    else:
+        query, key = rotary(query, key, cos, sin, fused=fused)
+        if prefix is not None and prefix.recording:
             prefix.record(self.layer_idx, key, value)
-        else:
+        elif prefix is not None:
             key, value = prefix.extend(self.layer_idx, key, value)
     query, key, value = query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2)
     if past_key_values is not None:

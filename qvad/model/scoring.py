@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from scipy.special import expit
 from torch import nn
+from torch.nn.attention.bias import CausalBias
 from transformers import PreTrainedModel
 
 from qvad.model.collate import ABCollator
@@ -63,6 +64,8 @@ def _to_device(value: torch.Tensor, device: torch.device) -> torch.Tensor:
     """Host tensor to ``device`` without waiting for queued GPU work (pinned, non-blocking)."""
     if value.device == device:
         return value
+    if isinstance(value, CausalBias):  # a mask pattern without data (qvad.model.fast_attention)
+        return value
     if device.type == "cuda" and value.device.type == "cpu":
         return value.pin_memory().to(device, non_blocking=True)
     return value.to(device)
@@ -84,7 +87,7 @@ def _model_inputs(batch: Mapping[str, torch.Tensor], prefix: SharedPrefix | None
                       position_ids=_to_device(positions_after(attention_mask, 0), device))
         return inputs
     rest_ids, rest_mask = rest
-    mask = prefix_mask_mapping(text_config, rest_mask, prefix.length, dtype)
+    mask = prefix_mask_mapping(text_config, rest_mask, prefix.length, dtype, device)
     inputs.update(input_ids=_to_device(rest_ids, device),
                   attention_mask={k: _to_device(v, device) for k, v in mask.items()},
                   position_ids=_to_device(positions_after(rest_mask, prefix.length), device),
