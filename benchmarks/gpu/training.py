@@ -216,15 +216,14 @@ def lora_bf16_section(bench: Bench, model, proc) -> None:
     qfirst = {**bench.prompt_cfg, **QFIRST}
     sweep_training(bench, "landed_lora_bf16_1s", peft_model, proc, one_second_clips, [4] if small else [64], est,
                    **LANDED)
-    sweep_training(bench, "lora_bf16_1s", peft_model, proc, one_second_clips, [4, 8] if small else [64, 128, 256], est)
+    sweep_training(bench, "lora_bf16_1s", peft_model, proc, one_second_clips, [4, 8] if small else [128, 256], est)
     bench.save()
     sweep_training(bench, "lora_bf16_1s_question_first", peft_model, proc, one_second_clips,
-                   [8] if small else [128, 256, 512], est, prompt_cfg=qfirst)
+                   [8] if small else [256, 512], est, prompt_cfg=qfirst)
     sweep_training(bench, "lora_bf16_2s_container", peft_model, proc, container_clips,
-                   [4] if small else [64, 128], est)
+                   [4] if small else [128], est)
     bench.save()
-    top = best(bench.report["training"], "lora_bf16_1s")
-    b = top["batch"] if top else (4 if small else 64)
+    b = 4 if small else 128  # attributions at a batch the stock loss fits (its logits OOM at 256)
     sweep_training(bench, "lora_bf16_1s_no_shared_prefix", peft_model, proc, one_second_clips, [b], est,
                    shared_prefix=False)
     sweep_training(bench, "lora_bf16_1s_stock_loss", peft_model, proc, one_second_clips, [b], est,
@@ -291,11 +290,11 @@ def qlora_nf4_section(bench: Bench, loader: Loader) -> None:
     with checkpointing(peft_model):
         sweep_training(bench, "landed_qlora_nf4_1s_ckpt", peft_model, proc, one_second_clips,
                        [4] if small else [64], est, cap_gib=cap, **LANDED)
-    sweep_training(bench, "qlora_nf4_1s", peft_model, proc, one_second_clips, [4] if small else [16, 24],
+    sweep_training(bench, "qlora_nf4_1s", peft_model, proc, one_second_clips, [4] if small else [16],
                    est, cap_gib=cap)
     with checkpointing(peft_model):
         sweep_training(bench, "qlora_nf4_1s_ckpt", peft_model, proc, one_second_clips,
-                       [4] if small else [64, 128, 192], est, cap_gib=cap)
+                       [4] if small else [128, 192, 224], est, cap_gib=cap)
     bench.save()
     rows = bench.report["training"]
     cands = [r for r in (best(rows, "qlora_nf4_1s", cap), best(rows, "qlora_nf4_1s_ckpt", cap)) if r]
@@ -305,10 +304,10 @@ def qlora_nf4_section(bench: Bench, loader: Loader) -> None:
         suffix = "_ckpt" if ckpt else ""
         with checkpointing(peft_model, ckpt):
             sweep_training(bench, "qlora_nf4_1s_question_first" + suffix, peft_model, proc, one_second_clips,
-                           [b] if small else sorted({b, 2 * b}), est, cap_gib=cap,
+                           [b] if small else sorted({b, (3 * b) // 2}), est, cap_gib=cap,
                            prompt_cfg={**bench.prompt_cfg, **QFIRST})
             sweep_training(bench, "qlora_nf4_2s_container" + suffix, peft_model, proc, container_clips,
-                           [b] if small else sorted({max(4, b // 2), b}), est, cap_gib=cap)
+                           [b] if small else [(2 * b) // 3], est, cap_gib=cap)
         bench.save()
     if "upcast" not in bench.skip and "naive" not in bench.skip and bench.clock.have(est + 30):
         _nf4_upcast(bench, peft_model, proc, est, cap)
