@@ -7,7 +7,8 @@ Two things cost the 7B scorer and train step more than their arithmetic (measure
   GPU time. On CUDA (bf16) :func:`rotary` does it in one Triton kernel per layer for q and k
   together, forward and backward, rounding after every step exactly as the stock kernels do (round
   to nearest even done with integer operations, which the compiler cannot drop or fuse across),
-  so the result is meant to be bit-identical (checked on the GPU by the benchmark and a CUDA test). Elsewhere it runs the stock expression.
+  so the result is bit-identical (checked on an H200 by the benchmark and tests/test_fast_paths.py).
+  Elsewhere it runs the stock expression.
 * **The shared prefix.** Every prompt starts with the same tokens (system turn, ``user``, and with
   ``prompt.audio_position: after_question`` the whole question). Their keys and values are the
   same for every row, so they are computed once (one row) and every row attends to them:
@@ -15,7 +16,9 @@ Two things cost the 7B scorer and train step more than their arithmetic (measure
   KV cache it survives gradient checkpointing (transformers drops ``past_key_values`` in
   checkpointed layers, a keyword travels with the layer's inputs) and it carries gradients, so
   training uses it too. Keys/values are kept ``[batch, tokens, heads, dim]`` (the projection's
-  own layout), so the prefix is joined with one contiguous copy, not a strided gather.
+  own layout); in scoring k is rotated straight into a keys buffer after the prefix (no
+  concatenation), and a batch without padding attends through a lower-right ``CausalBias`` (flash
+  attention, no mask tensor) on CUDA.
 
 The forward replaces ``Qwen2Attention.forward`` per instance (:func:`enable_fast_attention`); it
 computes what the stock forward computes, in the same order, and falls back to the stock
