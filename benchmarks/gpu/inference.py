@@ -1,4 +1,5 @@
-"""Inference: the project's scorer against the naive HF path, and their exactness checks."""
+"""Inference: the project's scorer (both prompt layouts) against the landed scorer and the naive HF
+path in the same run, and the exactness checks of every speed-up."""
 
 from __future__ import annotations
 
@@ -10,10 +11,13 @@ import torch
 
 from qvad.model.collate import ABCollator
 from qvad.model.encoder_truncation import disable_encoder_truncation, enable_encoder_truncation
+from qvad.model.fast_attention import _FusedRotary, _rotary_reference, disable_fast_attention, enable_fast_attention
 from qvad.model.prompt import answer_token_ids, build_chat_text
 from qvad.model.scoring import score_ab_logits
 
+from . import landed_scoring
 from .common import (
+    CUDA,
     DEVICE,
     SR,
     Bench,
@@ -27,14 +31,16 @@ from .common import (
 )
 
 NAIVE_LABEL = "naive_hf_30s_full_logits_1s"
+QFIRST = {"audio_position": "after_question"}
 
 
 # --------------------------------------------------------------------------------------------
 # timing
-def time_scorer(model, processor, clips, batch: int, prompt_cfg, feature_device: str | None, **score_kw: Any) -> dict:
-    """``qvad.model.scoring.score_ab_logits``; ``score_kw``: its ``prefix_cache`` and ``device_mel``."""
+def time_scorer(model, processor, clips, batch: int, prompt_cfg, feature_device: str | None,
+                scorer: Callable = score_ab_logits, **score_kw: Any) -> dict:
+    """``qvad.model.scoring.score_ab_logits`` (or the landed one); ``score_kw``: ``prefix_cache``, ``device_mel``."""
     def run(chunk: list) -> None:
-        score_ab_logits(model, processor, chunk, prompt_cfg, batch, feature_device, **score_kw)
+        scorer(model, processor, chunk, prompt_cfg, batch, feature_device, **score_kw)
 
     return throughput(run, clips, batch)
 
@@ -58,6 +64,19 @@ def time_naive(model, processor, clips, batch: int, prompt_cfg) -> dict:
     return throughput(lambda chunk: naive_logits(model, processor, chunk, batch, prompt_cfg), clips, batch)
 
 
+class stock_attention:  # noqa: N801 - a context manager used like a function
+    """The stock ``Qwen2Attention.forward`` inside the block (landed scorer, plain reference path)."""
+
+    def __init__(self, model) -> None:
+        self.model = model
+
+    def __enter__(self) -> None:
+        disable_fast_attention(self.model)
+
+    def __exit__(self, *exc: object) -> None:
+        enable_fast_attention(self.model)
+
+
 # --------------------------------------------------------------------------------------------
 # exactness
 def mel_checks(processor, prompt_cfg, clips: list[np.ndarray]) -> dict:
@@ -72,32 +91,70 @@ def mel_checks(processor, prompt_cfg, clips: list[np.ndarray]) -> dict:
     }
 
 
-def prefix_cache_checks(model, processor, prompt_cfg, clips: list[np.ndarray]) -> dict:
-    """Prefix-cache scorer vs full-prompt scorer (batch 4)."""
-    with_prefix = score_ab_logits(model, processor, clips, prompt_cfg, 4, DEVICE, prefix_cache=True)
-    without = score_ab_logits(model, processor, clips, prompt_cfg, 4, DEVICE, prefix_cache=False)
-    margin_a, margin_b = with_prefix[:, 0] - with_prefix[:, 1], without[:, 0] - without[:, 1]
+def scorer_checks(model, processor, prompt_cfg, clips: list[np.ndarray]) -> dict:
+    """The scorer (shared prefix, fused rotary) vs the plain path (full prompts, stock attention), batch 4."""
+    fast = score_ab_logits(model, processor, clips, prompt_cfg, 4, DEVICE)
+    with stock_attention(model):
+        plain = score_ab_logits(model, processor, clips, prompt_cfg, 4, DEVICE, prefix_cache=False)
+        landed = landed_scoring.score_ab_logits(model, processor, clips, prompt_cfg, 4, DEVICE)
+    margin = lambda x: x[:, 0] - x[:, 1]  # noqa: E731
     return {
-        "prefix_cache_max_abs_logit_diff": float(np.abs(with_prefix - without).max()),
-        "logit_abs_max": float(np.abs(without).max()),
-        "prefix_cache_same_decisions": bool(((margin_a > 0) == (margin_b > 0)).all()),
-        "finite": bool(np.isfinite(with_prefix).all()),
+        "max_abs_logit_diff_vs_plain": float(np.abs(fast - plain).max()),
+        "max_abs_logit_diff_landed_vs_plain": float(np.abs(landed - plain).max()),
+        "logit_abs_max": float(np.abs(plain).max()),
+        "same_decisions_as_plain": int(((margin(fast) > 0) == (margin(plain) > 0)).sum()),
+        "clips": len(clips),
+        "finite": bool(np.isfinite(fast).all()),
     }
 
 
+def rotary_checks() -> dict:
+    """The fused rotary kernel vs the stock expression at the 7B's shapes: bit-identical, both ways."""
+    if not CUDA:
+        return {"skipped": "no CUDA"}
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    out = {}
+    for rows, tokens in ((64, 87), (3, 20)):
+        q = torch.randn(rows, tokens, 32, 128, device="cuda", generator=gen).to(torch.bfloat16).requires_grad_()
+        k = torch.randn(rows, tokens, 32, 128, device="cuda", generator=gen).to(torch.bfloat16).requires_grad_()
+        pos = torch.arange(tokens, device="cuda", dtype=torch.float32)[None].expand(rows, -1) + 20
+        inv = 1.0 / (10000 ** (torch.arange(0, 128, 2, device="cuda").float() / 128))
+        emb = torch.cat([pos[..., None] * inv] * 2, -1)
+        cos, sin = emb.cos().to(torch.bfloat16), emb.sin().to(torch.bfloat16)
+        q2, k2 = q.detach().clone().requires_grad_(), k.detach().clone().requires_grad_()
+        try:
+            fused = _FusedRotary.apply(q, k, cos, sin)
+        except Exception as exc:  # noqa: BLE001
+            traceback.print_exc()
+            return {"error": f"{type(exc).__name__}: {exc}"}
+        ref = _rotary_reference(q2, k2, cos, sin)
+        grads = (torch.randn_like(fused[0]), torch.randn_like(fused[1]))
+        torch.autograd.backward(fused, grads)
+        torch.autograd.backward(ref, grads)
+        diff = lambda a, b: {"max_abs": float((a.float() - b.float()).abs().max()),  # noqa: E731
+                             "fraction_differing": float((a != b).float().mean())}
+        out[f"{rows}x{tokens}"] = {
+            "forward_bit_identical": bool(torch.equal(fused[0], ref[0]) and torch.equal(fused[1], ref[1])),
+            "backward_bit_identical": bool(torch.equal(q.grad, q2.grad) and torch.equal(k.grad, k2.grad)),
+            "forward_q": diff(fused[0], ref[0]), "backward_q": diff(q.grad, q2.grad),
+        }
+    return out
+
+
 def inference_checks(model, processor, prompt_cfg) -> dict:
-    """Device mel vs the processor's (same device); prefix-cache scorer vs full-prompt scorer."""
     mixed = one_second_clips(3, 7)
     mixed = [mixed[0][:4000], mixed[1], container_clips(1, 3)[0], mixed[2][:9000]]
-    return {**mel_checks(processor, prompt_cfg, mixed), **prefix_cache_checks(model, processor, prompt_cfg, mixed * 2)}
+    from qvad.model import fast_attention
+
+    checks = {"rotary": rotary_checks(), **mel_checks(processor, prompt_cfg, mixed)}
+    checks["fused_rotary_error"] = fast_attention.FUSED_ROTARY_ERROR
+    for name, cfg in (("before_question", prompt_cfg), ("after_question", {**prompt_cfg, **QFIRST})):
+        checks[f"scorer_{name}"] = scorer_checks(model, processor, cfg, mixed * 2)
+    return checks
 
 
 # --------------------------------------------------------------------------------------------
 # the inference section
-def scorer_batches(bench: Bench) -> list[int]:
-    return [8, 16] if bench.small else [64, 128, 256, 512]
-
-
 def record_checks(bench: Bench, model, proc) -> None:
     try:
         bench.report["inference_checks"] = inference_checks(model, proc, bench.prompt_cfg)
@@ -109,43 +166,58 @@ def record_checks(bench: Bench, model, proc) -> None:
 
 
 def scorer_row(bench: Bench, model, proc, label: str, clips_fn: Callable[[int, int], list], batch: int,
-               **score_kw: Any) -> None:
-    """One scorer measurement (``score_kw`` to ``score_ab_logits``), recorded under ``label``."""
+               prompt_cfg: dict | None = None, est_s: float = 12, **score_kw: Any) -> None:
+    """One scorer measurement (``score_kw`` to the scorer), recorded under ``label`` with its FLOPs."""
+    if not bench.clock.have(est_s):
+        bench.add("inference", {"config": label, "batch": batch, "skipped": "time budget"}, label)
+        return
+    cfg = bench.prompt_cfg if prompt_cfg is None else prompt_cfg
     n = max(4 * batch, 16 if bench.small else 384)
     try:
-        row = {"config": label, **time_scorer(model, proc, clips_fn(n, 5), batch, bench.prompt_cfg, DEVICE,
-                                              **score_kw)}
+        row = {"config": label, **time_scorer(model, proc, clips_fn(n, 5), batch, cfg, DEVICE, **score_kw)}
     except Exception as exc:  # noqa: BLE001
         row = failure_row(label, batch, exc)
         cleanup()
-    bench.add("inference", row, label)
+    bench.add("inference", bench.with_flops(row, "scorer", clips_fn, cfg), label)
 
 
 def naive_rows(bench: Bench, model, proc) -> None:
-    """The HF path (stock 30 s encoder: truncation off meanwhile)."""
+    """The HF path (stock attention, stock 30 s encoder: truncation off meanwhile)."""
     disable_encoder_truncation(model)
-    for batch in ([8] if bench.small else [8, 64]):
-        n = max(3 * batch, 16 if bench.small else 192)
+    batch = 8 if bench.small else 64
+    n = max(3 * batch, 16 if bench.small else 192)
+    with stock_attention(model):
         try:
             row = {"config": NAIVE_LABEL, **time_naive(model, proc, one_second_clips(n, 5), batch, bench.prompt_cfg)}
         except Exception as exc:  # noqa: BLE001
-            row = {"config": NAIVE_LABEL, "batch": batch, "error": f"{type(exc).__name__}: {exc}"}
+            row = failure_row(NAIVE_LABEL, batch, exc)
             cleanup()
-        bench.add("inference", row, "naive")
     enable_encoder_truncation(model, bench.trunc_multiple)
+    bench.add("inference", bench.with_flops(row, "scorer", one_second_clips, bench.prompt_cfg), "naive")
 
 
 def inference_section(bench: Bench, model, proc) -> None:
-    """Checks, naive baseline, scorer sweeps (1 s, 2 s container), attributions at the best 1 s batch."""
+    """Checks; naive and landed scorer; the scorer in both layouts (1 s, 2 s container); attributions."""
     record_checks(bench, model, proc)
+    qfirst = {**bench.prompt_cfg, **QFIRST}
+    small = bench.small
     if "naive" not in bench.skip:
         naive_rows(bench, model, proc)
-    batches = scorer_batches(bench)
-    for batch in batches:
+    b = 8 if small else 512
+    with stock_attention(model):
+        scorer_row(bench, model, proc, "landed_scorer_1s", one_second_clips, b, scorer=landed_scoring.score_ab_logits)
+    for batch in ([8, 16] if small else [512, 1024]):
         scorer_row(bench, model, proc, "scorer_1s", one_second_clips, batch)
-    best_1s = best(bench.report["inference"], "scorer_1s")
-    b = best_1s["batch"] if best_1s else batches[0]
-    for batch in sorted({b, batches[-1]}):
+    for batch in ([8] if small else [512, 1024]):
         scorer_row(bench, model, proc, "scorer_2s_container", container_clips, batch)
-    scorer_row(bench, model, proc, "scorer_1s_no_prefix_cache", one_second_clips, b, prefix_cache=False)
-    scorer_row(bench, model, proc, "scorer_1s_processor_mel_gpu", one_second_clips, b, device_mel=False)
+    for batch in ([8, 16] if small else [1024, 2048]):
+        scorer_row(bench, model, proc, "scorer_1s_question_first", one_second_clips, batch, qfirst)
+    for batch in ([8] if small else [1024]):
+        scorer_row(bench, model, proc, "scorer_2s_container_question_first", container_clips, batch, qfirst)
+    top = best(bench.report["inference"], "scorer_1s")
+    b = top["batch"] if top else b
+    enable_fast_attention(model, fused_rotary=False)
+    scorer_row(bench, model, proc, "scorer_1s_stock_rotary", one_second_clips, b)
+    enable_fast_attention(model)
+    scorer_row(bench, model, proc, "scorer_1s_no_shared_prefix", one_second_clips, b, prefix_cache=False)
+    bench.save()

@@ -1,43 +1,30 @@
-"""``--profile``: kernel breakdown of the scorer, and candidate speed-ups measured against it."""
+"""``--profile``: where the GPU time goes, per kernel category, for the landed and the current scorer
+and for one LoRA train step, plus the host-side collate time and GPU idle share."""
 
 from __future__ import annotations
 
-import json
-import tempfile
 import time
-from pathlib import Path
 
-import numpy as np
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from qvad.model.answer_loss import answer_loss
 from qvad.model.collate import ABCollator
-from qvad.model.encoder_truncation import enable_encoder_truncation
-from qvad.model.loading import use_fused_rms_norm
 from qvad.model.scoring import score_ab_logits
 
-from .common import CUDA, DEVICE, Bench, container_clips, log, one_second_clips, sync
-from .inference import time_scorer
-from .training import add_lora, sweep_training
+from . import landed_scoring
+from .common import CUDA, DEVICE, Bench, log, one_second_clips, sync
+from .inference import QFIRST, stock_attention
 
 ACTIVITIES = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if CUDA else [])
 KERNEL_CATEGORIES = (  # first match wins; the rest is "elementwise/reduce/other"
-    ("attention", ("fmha", "flash", "attention", "efficient")),
+    ("attention", ("fmha", "flash", "attention", "efficient", "sdpa")),
+    ("rotary (triton)", ("_rope_kernel",)),
     ("matmul", ("gemm", "nvjet", "xmma", "cutlass", "cublas", "sm90_", "wgmma")),
     ("fft", ("fft",)),
     ("copy/cat/fill", ("copy", "cat", "memcpy", "memset", "fill")),
     ("conv", ("conv", "implicit")),
 )
-
-
-def stock_rms_norm(model: torch.nn.Module) -> int:
-    """Undo qvad.model.loading.use_fused_rms_norm (for A/B measurements)."""
-    count = 0
-    for module in model.modules():
-        if type(module).__name__ == "Qwen2RMSNorm" and "forward" in module.__dict__:
-            del module.forward
-            count += 1
-    return count
 
 
 def kernel_category(key: str) -> str:
@@ -58,133 +45,86 @@ def kernel_breakdown(prof, wall_s: float) -> dict:
     for key, t, _ in rows:
         cat = kernel_category(key)
         cats[cat] = cats.get(cat, 0.0) + t
-    top = sorted(rows, key=lambda r: -r[1])[:25]
+    top = sorted(rows, key=lambda r: -r[1])[:20]
     return {
         "wall_s": round(wall_s, 3),
         "gpu_kernel_s": round(total / 1e6, 3),
-        "gpu_busy_fraction": round(total / 1e6 / wall_s, 3),
+        "gpu_busy_fraction": round(total / 1e6 / wall_s, 3) if wall_s else None,
         "by_category_s": {k: round(v / 1e6, 3) for k, v in sorted(cats.items(), key=lambda kv: -kv[1])},
-        "top_kernels": [{"kernel": k[:110], "s": round(t / 1e6, 4), "calls": c} for k, t, c in top],
+        "top_kernels": [{"kernel": k[:100], "s": round(t / 1e6, 4), "calls": c} for k, t, c in top],
     }
 
 
-def scorer_kernels(model, proc, clips, prompt_cfg, batch: int, warm_up: bool) -> dict:
-    """Kernel breakdown of one scorer pass over ``clips``.
-
-    ``warm_up``: score one batch first and start the wall clock before the profiler does (the
-    baseline); otherwise the clock starts inside the profiler (the fused-RMSNorm candidate).
-    """
-    def score() -> None:
-        score_ab_logits(model, proc, clips, prompt_cfg, batch, DEVICE)
-        sync()
-
-    if warm_up:
-        score_ab_logits(model, proc, clips[:batch], prompt_cfg, batch, DEVICE)
-        sync()
+def _profiled(fn, warm) -> dict:
+    warm()
+    sync()
+    with profile(activities=ACTIVITIES) as prof:
         start = time.perf_counter()
-        with profile(activities=ACTIVITIES) as prof:
-            score()
-    else:
-        with profile(activities=ACTIVITIES) as prof:
-            start = time.perf_counter()
-            score()
-    return kernel_breakdown(prof, time.perf_counter() - start)
-
-
-class Profiler:
-    """The ``--profile`` run on one loaded bf16 model; results in ``report['profile']``."""
-
-    def __init__(self, bench: Bench, model, proc, batch: int) -> None:
-        self.bench, self.model, self.proc, self.batch = bench, model, proc, batch
-        self.rows = bench.report.setdefault("profile", {})
-        self.n = batch * (1 if bench.tiny else 3)
-        self.clips = one_second_clips(self.n, 5)
-
-    def timed(self, label: str, fn_clips=one_second_clips, b: int | None = None) -> dict:
-        b = self.batch if b is None else b
-        clips = fn_clips(max(self.n, 3 * b), 5)
-        row = {"config": label, **time_scorer(self.model, self.proc, clips, b, self.bench.prompt_cfg, DEVICE)}
-        self.bench.add("inference", row, label)
-        return row
-
-    def host_and_encoder(self) -> None:
-        """Seconds per batch of the collator alone (host side) and of the encoder alone."""
-        col = ABCollator(self.proc, self.bench.prompt_cfg, DEVICE)
-        chunk = self.clips[: self.batch]
-        col.prompt_batch(chunk)
+        fn()
         sync()
-        start = time.perf_counter()
-        for _ in range(3):
-            col.prompt_batch(chunk)
-        sync()
-        self.rows["collate_one_batch_s"] = round((time.perf_counter() - start) / 3, 4)
-        self.rows["encoder_one_batch_s"] = self.encoder_seconds(col.prompt_batch(chunk)["input_features"])
-        log(f"collate {self.rows['collate_one_batch_s']} s, encoder {self.rows['encoder_one_batch_s']} s per batch")
+        wall = time.perf_counter() - start
+    return kernel_breakdown(prof, wall)
 
-    def encoder_seconds(self, feats: torch.Tensor) -> float:
-        """The audio tower on the truncated mel of one batch (120 frames; all of them when tiny)."""
-        keep = 120 if not self.bench.tiny else feats.shape[-1]
-        tower = self.model.model.audio_tower
-        x = feats[..., :keep].to(next(tower.parameters()).dtype).contiguous()
-        with torch.inference_mode():
-            tower(x)
-            sync()
-            start = time.perf_counter()
-            for _ in range(3):
-                tower(x)
-            sync()
-        return round((time.perf_counter() - start) / 3, 4)
 
-    def fused_rms_norm(self) -> None:
-        """Candidate: torch's fused RMSNorm; logit change on 64 clips, speed and kernels."""
-        model, proc, cfg = self.model, self.proc, self.bench.prompt_cfg
-        ref = score_ab_logits(model, proc, self.clips[:64], cfg, 64, DEVICE)
-        self.rows["fused_rmsnorm_modules"] = use_fused_rms_norm(model)
-        new = score_ab_logits(model, proc, self.clips[:64], cfg, 64, DEVICE)
-        self.rows["fused_rmsnorm_max_abs_logit_diff"] = float(np.abs(new - ref).max())
-        same = ((ref[:, 0] - ref[:, 1]) > 0) == ((new[:, 0] - new[:, 1]) > 0)
-        self.rows["fused_rmsnorm_same_decisions"] = bool(same.all())
-        self.timed("profile_fused_rmsnorm_scorer_1s")
-        self.rows["scorer_kernels_fused_rmsnorm"] = scorer_kernels(model, proc, self.clips, cfg, self.batch, False)
-        self.bench.save()
+def scorer_profile(model, proc, prompt_cfg, batch: int, n_batches: int, scorer=score_ab_logits) -> dict:
+    clips = one_second_clips(batch * n_batches, 5)
+    return _profiled(lambda: scorer(model, proc, clips, prompt_cfg, batch, DEVICE),
+                     lambda: scorer(model, proc, clips[:batch], prompt_cfg, batch, DEVICE))
 
-    def other_candidates(self) -> None:
-        """Candidates on top of the fused norm: tightest encoder cut, cuDNN autotuning; 2 s containers."""
-        # tightest encoder cut (multiple 2: 104 frames for 1 s instead of 120)
-        enable_encoder_truncation(self.model, 2)
-        self.timed("profile_fused_rmsnorm_trunc2_scorer_1s")
-        enable_encoder_truncation(self.model, self.bench.report["truncate_multiple"])
-        # cuDNN autotuning for the two encoder convolutions
-        torch.backends.cudnn.benchmark = True
-        self.timed("profile_fused_rmsnorm_cudnn_benchmark_scorer_1s")
-        torch.backends.cudnn.benchmark = False
-        self.timed("profile_fused_rmsnorm_scorer_2s_container", container_clips)
 
-    def training_gain(self) -> None:
-        """Does training gain too? LoRA bf16, 1 s clips, same batch, with and without the fused norm."""
-        tiny = self.bench.tiny
-        self.model.config.text_config.use_cache = False
-        peft_model, _ = add_lora(self.bench, self.model)
-        workdir = Path(tempfile.mkdtemp(prefix="qvad_prof_"))
-        for label in ("profile_fused_rmsnorm_lora_bf16_1s", "profile_hf_rmsnorm_lora_bf16_1s"):
-            if label.startswith("profile_hf"):
-                stock_rms_norm(self.model)
-            sweep_training(self.bench, label, peft_model, self.proc, one_second_clips, [8 if tiny else 64], 30,
-                           steps_warm=(3, 1) if tiny else (8, 2), workdir=workdir)
-            self.bench.save()
+def train_step_profile(peft_model, proc, prompt_cfg, batch: int) -> dict:
+    """Forward + backward of the train stage's loss (answer_loss under bf16 autocast), no optimizer."""
+    col = ABCollator(proc, prompt_cfg, DEVICE)
+    col.train_batches_on_device = CUDA
+    examples = [{"audio": a, "label": i % 2} for i, a in enumerate(one_second_clips(batch, 11))]
+    peft_model.train()
+
+    def step() -> None:
+        inputs = {k: v.to(DEVICE) for k, v in col(examples).items()}
+        with torch.autocast(DEVICE, dtype=torch.bfloat16, enabled=CUDA):
+            loss = answer_loss(peft_model, inputs)
+        loss.backward()
+
+    result = _profiled(step, step)
+    for p in peft_model.parameters():
+        p.grad = None
+    peft_model.eval()
+    return result
+
+
+def host_collate_s(proc, prompt_cfg, batch: int) -> float:
+    """Seconds per scoring batch of the collator alone (host work and its device copies)."""
+    col = ABCollator(proc, prompt_cfg, DEVICE)
+    chunk = one_second_clips(batch, 5)
+    col.host_prompt_batch(chunk)
+    sync()
+    start = time.perf_counter()
+    for _ in range(3):
+        col.host_prompt_batch(chunk)
+    sync()
+    return round((time.perf_counter() - start) / 3, 4)
 
 
 def run_profile(bench: Bench, model, proc, batch: int) -> None:
-    """Stock-norm baseline, its host/encoder/kernel split, then the candidates, each measured."""
-    prof = Profiler(bench, model, proc, batch)
-    prof.rows["stock_rmsnorm_modules"] = stock_rms_norm(model)
-    prof.timed("profile_baseline_scorer_1s")
-    prof.host_and_encoder()
-    prof.rows["scorer_kernels"] = scorer_kernels(model, proc, prof.clips, bench.prompt_cfg, batch, True)
-    log(f"kernels: {json.dumps(prof.rows['scorer_kernels'])[:3000]}")
+    """Landed scorer vs current scorer (both layouts), host collate time, and one LoRA step."""
+    rows = bench.report.setdefault("profile", {})
+    small = bench.small
+    n = 1 if small else 2
+    with stock_attention(model):
+        rows["landed_scorer_1s"] = scorer_profile(model, proc, bench.prompt_cfg, batch, n, landed_scoring.score_ab_logits)
+    log(f"profile landed: {rows['landed_scorer_1s']['by_category_s']} busy {rows['landed_scorer_1s']['gpu_busy_fraction']}")
+    rows["scorer_1s"] = scorer_profile(model, proc, bench.prompt_cfg, batch, n)
+    log(f"profile scorer: {rows['scorer_1s']['by_category_s']} busy {rows['scorer_1s']['gpu_busy_fraction']}")
+    rows["scorer_1s_question_first"] = scorer_profile(model, proc, {**bench.prompt_cfg, **QFIRST}, 2 * batch, n)
+    rows["collate_one_batch_s"] = host_collate_s(proc, bench.prompt_cfg, batch)
     bench.save()
-    prof.fused_rms_norm()
-    prof.other_candidates()
-    if bench.clock.have(90):
-        prof.training_gain()
+
+
+def run_train_profile(bench: Bench, peft_model, proc, batch: int) -> None:
+    rows = bench.report.setdefault("profile", {})
+    try:
+        rows["lora_bf16_train_step_1s"] = train_step_profile(peft_model, proc, bench.prompt_cfg, batch)
+        log(f"profile train: {rows['lora_bf16_train_step_1s']['by_category_s']}")
+    except Exception as exc:  # noqa: BLE001
+        rows["lora_bf16_train_step_1s"] = {"error": f"{type(exc).__name__}: {exc}"}
     bench.save()

@@ -1,4 +1,5 @@
-"""Training: the train stage's step (HF Trainer) timed for LoRA bf16 and QLoRA NF4, as sweeps."""
+"""Training: the train stage's step (qvad.model.trainer.AnswerLossTrainer) for LoRA bf16 and QLoRA
+NF4 in both prompt layouts, against the landed step and the naive HF setup in the same run."""
 
 from __future__ import annotations
 
@@ -10,13 +11,15 @@ from typing import Callable
 
 import numpy as np
 import torch
-from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers import TrainerCallback, TrainingArguments
 
 from qvad.model.collate import ABCollator
 from qvad.model.encoder_truncation import disable_encoder_truncation, enable_encoder_truncation
+from qvad.model.fast_attention import disable_fast_attention, enable_fast_attention
 from qvad.model.lora import apply_lora
-from qvad.model.trainer import AugmentingCollator
+from qvad.model.trainer import AnswerLossTrainer, AugmentingCollator
 
+from .inference import scorer_row
 from .common import (
     CUDA,
     DEVICE,
@@ -97,18 +100,30 @@ def _reset_model(peft_model, own_forward) -> None:
         p.grad = None
 
 
+QFIRST = {"audio_position": "after_question"}
+LANDED = {"answer_loss": False, "shared_prefix": False, "on_device": False, "stock_attention": True}
+"""The landed step: the stock forward's loss, stock attention, batches collated to the host and pinned."""
+
+
 def time_training(peft_model, processor, clips_fn: Callable[[int, int], list], batch: int, prompt_cfg,
                   workdir: Path, steps: int, warm: int, feature_device: str | None = DEVICE,
-                  on_device: bool = False, device_mel: bool = True) -> dict:
-    """Clips/s of optimizer steps ``warm+1 .. steps``; ``device_mel`` goes to ``ABCollator``."""
+                  on_device: bool = True, device_mel: bool = True, answer_loss: bool = True,
+                  shared_prefix: bool = True, stock_attention: bool = False) -> dict:
+    """Clips/s of optimizer steps ``warm+1 .. steps``. ``device_mel`` goes to ``ABCollator``;
+    ``answer_loss``/``shared_prefix`` to the Trainer; ``on_device`` keeps batches on the GPU
+    (as the train stage does on CUDA); ``stock_attention`` times transformers' attention forward."""
     clips = clips_fn(batch * steps, 11)
     base = ABCollator(processor, prompt_cfg, feature_device, device_mel=device_mel)
-    base.train_batches_on_device = on_device
+    base.train_batches_on_device = on_device and feature_device is not None and CUDA
     clock = StepClock(warm)
     own_forward = peft_model.__dict__.get("forward")  # accelerate wraps forward (autocast); undone below
-    trainer = Trainer(model=peft_model, args=training_arguments(workdir, batch, steps, on_device),
-                      train_dataset=ClipList(clips), data_collator=AugmentingCollator(base, False, 0),
-                      processing_class=processor, callbacks=[clock])
+    if stock_attention:
+        disable_fast_attention(peft_model)
+    trainer = AnswerLossTrainer(model=peft_model, args=training_arguments(workdir, batch, steps,
+                                                                          base.train_batches_on_device),
+                                train_dataset=ClipList(clips), data_collator=AugmentingCollator(base, False, 0),
+                                processing_class=processor, callbacks=[clock], answer_loss=answer_loss,
+                                shared_prefix=shared_prefix)
     reset_peak()
     try:
         trainer.train()
@@ -118,29 +133,33 @@ def time_training(peft_model, processor, clips_fn: Callable[[int, int], list], b
     finally:
         del trainer
         _reset_model(peft_model, own_forward)
+        if stock_attention:
+            enable_fast_attention(peft_model)
         cleanup()
 
 
 def sweep_training(bench: Bench, label: str, peft_model, processor, clips_fn, batches, est_s: float,
                    cap_gib: float | None = None, steps_warm: tuple[int, int] | None = None,
-                   workdir: Path | None = None, **kw) -> None:
+                   workdir: Path | None = None, prompt_cfg: dict | None = None, **kw) -> None:
     """Ascending batch sizes into ``report['training']``; stops at the first OOM (or peak over ``cap_gib``).
 
-    ``steps_warm`` and ``workdir`` default to the bench's; ``kw`` goes to :func:`time_training`.
+    ``steps_warm``, ``workdir`` and ``prompt_cfg`` default to the bench's; ``kw`` goes to
+    :func:`time_training`. Each row gets its FLOPs per clip, limit and MFU.
     """
     steps, warm = steps_warm or bench.steps_warm
+    cfg = bench.prompt_cfg if prompt_cfg is None else prompt_cfg
     for batch in batches:
         if not bench.clock.have(est_s):
             bench.report["training"].append({"config": label, "batch": batch, "skipped": "time budget"})
             log(f"{label} batch {batch}: skipped (time budget)")
             continue
         try:
-            row = {"config": label, **time_training(peft_model, processor, clips_fn, batch, bench.prompt_cfg,
+            row = {"config": label, **time_training(peft_model, processor, clips_fn, batch, cfg,
                                                     workdir or bench.workdir, steps, warm, **kw)}
         except Exception as exc:  # noqa: BLE001
             row = failure_row(label, batch, exc)
             cleanup()
-        bench.add("training", row, label, save=False)
+        bench.add("training", bench.with_flops(row, "train", clips_fn, cfg), label, save=False)
         if "error" in row or (cap_gib is not None and row.get("peak_alloc_gib", 0) > cap_gib):
             break
 
@@ -172,43 +191,47 @@ def add_lora(bench: Bench, model):
 
 # --------------------------------------------------------------------------------------------
 # LoRA bf16
-def _bf16_followups(bench: Bench, peft_model, proc, top_batch: int, est: float) -> None:
-    """2 s containers at (half) the best 1 s batch; the best batch with its batches kept on the GPU."""
-    batches = [top_batch] if bench.small else sorted({max(16, top_batch // 2), top_batch})
-    sweep_training(bench, "lora_bf16_2s_container", peft_model, proc, container_clips, batches, est)
-    bench.save()
-    if bench.clock.have(est + 200):
-        sweep_training(bench, "lora_bf16_1s_batches_on_gpu_no_pin", peft_model, proc, one_second_clips,
-                       [top_batch], est, on_device=True)
-        bench.save()
-
-
 def _naive_bf16(bench: Bench, peft_model, proc, est: float) -> None:
-    """The notes' naive setup: 30 s encoder, gradient checkpointing, processor mel (CPU), batch 16."""
+    """The notes' naive setup: stock step, 30 s encoder, gradient checkpointing, processor mel (CPU), batch 16."""
     disable_encoder_truncation(peft_model)
     try:
         with checkpointing(peft_model):
             sweep_training(bench, "naive_lora_bf16_1s_ckpt_30s_cpu_mel", peft_model, proc, one_second_clips,
-                           [4] if bench.small else [16], est, feature_device=None, device_mel=False)
+                           [4] if bench.small else [16], est, feature_device=None, device_mel=False, **LANDED)
     finally:
         enable_encoder_truncation(peft_model, bench.trunc_multiple)
     bench.save()
 
 
 def lora_bf16_section(bench: Bench, model, proc) -> None:
-    """LoRA on the loaded bf16 model: 1 s batch sweep, then follow-ups at the best batch, then naive."""
+    """LoRA on the loaded bf16 model: the step in both layouts and on 2 s containers, the landed
+    step and attributions at the best 1 s batch, then the naive setup."""
     model.config.text_config.use_cache = False  # what load_model_and_processor(for_training=True) sets
     peft_model, lora_counts = add_lora(bench, model)
     bench.report["lora_parameters"] = lora_counts
-    est = 20 if bench.small else 30
-    batches_1s = [4, 8] if bench.small else [16, 32, 48, 64, 80]
-    sweep_training(bench, "lora_bf16_1s", peft_model, proc, one_second_clips, batches_1s, est)
+    small = bench.small
+    # the evaluate stage scores the adapted model: the scorer with the LoRA layers in its path
+    scorer_row(bench, peft_model, proc, "scorer_1s_with_lora_adapter", one_second_clips, 8 if small else 512)
+    est = 20 if small else 30
+    qfirst = {**bench.prompt_cfg, **QFIRST}
+    sweep_training(bench, "landed_lora_bf16_1s", peft_model, proc, one_second_clips, [4] if small else [64], est,
+                   **LANDED)
+    sweep_training(bench, "lora_bf16_1s", peft_model, proc, one_second_clips, [4, 8] if small else [128, 256], est)
     bench.save()
-    top = best(bench.report["training"], "lora_bf16_1s")
-    if top:
-        _bf16_followups(bench, peft_model, proc, top["batch"], est)
-    if "naive" not in bench.skip and bench.clock.have(est + 180):
+    sweep_training(bench, "lora_bf16_1s_question_first", peft_model, proc, one_second_clips,
+                   [8] if small else [256, 512], est, prompt_cfg=qfirst)
+    sweep_training(bench, "lora_bf16_2s_container", peft_model, proc, container_clips,
+                   [4] if small else [128], est)
+    bench.save()
+    b = 4 if small else 128  # attributions at a batch the stock loss fits (its logits OOM at 256)
+    sweep_training(bench, "lora_bf16_1s_no_shared_prefix", peft_model, proc, one_second_clips, [b], est,
+                   shared_prefix=False)
+    sweep_training(bench, "lora_bf16_1s_stock_loss", peft_model, proc, one_second_clips, [b], est,
+                   answer_loss=False, shared_prefix=False)
+    bench.save()
+    if "naive" not in bench.skip and bench.clock.have(est + 150):
         _naive_bf16(bench, peft_model, proc, est)
+    return peft_model
 
 
 # --------------------------------------------------------------------------------------------
@@ -241,50 +264,52 @@ def load_nf4(bench: Bench, loader: Loader):
     return model, proc
 
 
-def _nf4_container(bench: Bench, peft_model, proc, est: float, cap: float) -> None:
-    """2 s containers at the faster of the two 1 s setups (with or without checkpointing)."""
-    rows = bench.report["training"]
-    cands = [r for r in (best(rows, "qlora_nf4_1s", cap), best(rows, "qlora_nf4_1s_ckpt", cap)) if r]
-    if not cands:
-        return
-    top = max(cands, key=lambda r: r["clips_per_s"])
-    ckpt = top["config"].endswith("_ckpt")
-    b = top["batch"]
-    with checkpointing(peft_model, ckpt):
-        sweep_training(bench, "qlora_nf4_2s_container" + ("_ckpt" if ckpt else ""), peft_model, proc,
-                       container_clips, [b] if bench.small else sorted({max(4, (3 * b) // 4), b}), est)
-    bench.save()
-
-
 def _nf4_upcast(bench: Bench, peft_model, proc, est: float, cap: float) -> None:
-    """peft's prepare_model_for_kbit_training cast (non-4-bit weights to float32), for comparison."""
+    """The naive QLoRA setup: peft's prepare_model_for_kbit_training cast (non-4-bit weights to
+    float32) with the stock step and checkpointing (last: it changes the model)."""
     for p in peft_model.parameters():
         if p.dtype in (torch.bfloat16, torch.float16) and type(p).__name__ != "Params4bit":
             p.data = p.data.to(torch.float32)
     cleanup()
     with checkpointing(peft_model):
-        sweep_training(bench, "qlora_nf4_1s_ckpt_fp32_upcast", peft_model, proc, one_second_clips,
-                       [4] if bench.small else [16, 32], est, cap_gib=cap)
+        sweep_training(bench, "naive_qlora_nf4_1s_ckpt_fp32_upcast", peft_model, proc, one_second_clips,
+                       [4] if bench.small else [16], est, cap_gib=cap, **LANDED)
     bench.save()
 
 
 def qlora_nf4_section(bench: Bench, loader: Loader) -> None:
-    """QLoRA NF4: 1 s sweeps without and with checkpointing (peak capped), containers, fp32 upcast."""
+    """QLoRA NF4: the step without and with checkpointing (peak capped at 16 GiB), question-first and
+    2 s containers in the faster mode, the landed step, then the naive fp32-upcast setup."""
     model, proc = load_nf4(bench, loader)
     if model is None:
         return
     peft_model, _ = add_lora(bench, model)
     cap = TARGETS["qlora_nf4_peak_gib"]
-    est = 25 if bench.small else 35
-    sweep_training(bench, "qlora_nf4_1s", peft_model, proc, one_second_clips,
-                   [4] if bench.small else [8, 12, 16, 24], est, cap_gib=cap)
-    bench.save()
+    small = bench.small
+    est = 25 if small else 35
+    with checkpointing(peft_model):
+        sweep_training(bench, "landed_qlora_nf4_1s_ckpt", peft_model, proc, one_second_clips,
+                       [4] if small else [64], est, cap_gib=cap, **LANDED)
+    sweep_training(bench, "qlora_nf4_1s", peft_model, proc, one_second_clips, [4] if small else [16],
+                   est, cap_gib=cap)
     with checkpointing(peft_model):
         sweep_training(bench, "qlora_nf4_1s_ckpt", peft_model, proc, one_second_clips,
-                       [4] if bench.small else [32, 48, 64, 96], est, cap_gib=cap)
+                       [4] if small else [128, 192, 224], est, cap_gib=cap)
     bench.save()
-    _nf4_container(bench, peft_model, proc, est, cap)
-    if "upcast" not in bench.skip and bench.clock.have(est + 60):
+    rows = bench.report["training"]
+    cands = [r for r in (best(rows, "qlora_nf4_1s", cap), best(rows, "qlora_nf4_1s_ckpt", cap)) if r]
+    if cands:
+        top = max(cands, key=lambda r: r["clips_per_s"])
+        ckpt, b = top["config"].endswith("_ckpt"), top["batch"]
+        suffix = "_ckpt" if ckpt else ""
+        with checkpointing(peft_model, ckpt):
+            sweep_training(bench, "qlora_nf4_1s_question_first" + suffix, peft_model, proc, one_second_clips,
+                           [b] if small else sorted({b, (3 * b) // 2}), est, cap_gib=cap,
+                           prompt_cfg={**bench.prompt_cfg, **QFIRST})
+            sweep_training(bench, "qlora_nf4_2s_container" + suffix, peft_model, proc, container_clips,
+                           [b] if small else [(2 * b) // 3], est, cap_gib=cap)
+        bench.save()
+    if "upcast" not in bench.skip and "naive" not in bench.skip and bench.clock.have(est + 30):
         _nf4_upcast(bench, peft_model, proc, est, cap)
     del peft_model, model
     cleanup()

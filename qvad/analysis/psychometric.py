@@ -7,6 +7,7 @@ import shutil
 
 import numpy as np
 import pandas as pd
+from joblib import Parallel, delayed
 
 from qvad.analysis import bootstrap, metrics
 from qvad.common.atomic import write_csv, write_json
@@ -62,6 +63,32 @@ def summary(row: pd.Series) -> dict:
             "ci_status": [row["ci_low_status"], row["ci_high_status"]]}
 
 
+def condition_results(system: str, cond: str, df: pd.DataFrame, cfg: dict, seed: int
+                      ) -> tuple[dict, tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame] | None]:
+    """One system's metrics for one condition, plus (points, curve band, thresholds) for curves.
+
+    Duration and SNR conditions get fitted thresholds with bootstrap CIs; the others (noise
+    type, reverb, ...) get balanced accuracy per level with a group-bootstrap CI.
+    """
+    out: dict = {}
+    if cond == "duration" or cond.startswith("snr@"):
+        stim, kind = ("duration_ms", "log_logistic") if cond == "duration" else ("snr_db", "logistic")
+        th, band = thresholds_and_band(df, stim, kind, cfg, seed)
+        name = "DT" if cond == "duration" else f"SNR{cond[3:]}-"
+        for _, r in th.iterrows():
+            key = f"{name}{int(round(100 * r['target']))}" if cond == "duration" else \
+                f"SNR-{int(round(100 * r['target']))}{cond[3:]}"
+            out[key] = summary(r)
+        tags = {"system": system, "condition": cond}
+        return out, (points(df, stim).assign(**tags), band.assign(**tags),
+                     th[th["curve"] == "balanced"].assign(**tags))
+    for level, d in df.groupby("level"):
+        ci = bootstrap.group_bootstrap_ci(metrics.balanced_accuracy, d["label"].to_numpy(), d["pred"].to_numpy(),
+                                          d["group"].to_numpy(), n_boot=cfg["n_boot"], seed=seed)
+        out[f"{cond}:{level}"] = {"balanced_accuracy": round(ci.estimate, 4), "ci95": [round(ci.low, 4), round(ci.high, 4)]}
+    return out, None
+
+
 def psychometric(params: dict) -> None:
     """Run the psychometric stage with ``params`` (params.yaml as a dict)."""
     pin_cpu_numerics(params["cpu_threads"])  # before any tensor work
@@ -80,29 +107,19 @@ def psychometric(params: dict) -> None:
                "speech_variants_below_voicing_floor": int(((table["label"] == 1) & (table["voiced_frac"] < float(
                    get(params, "hygiene.min_speech_frac")))).sum()),
                "systems": {}}
+    jobs = [(system, cond, df) for system, pred in preds.items()
+            for cond, df in table.assign(pred=pred, correct=(pred == table["label"]).astype(int)).groupby("condition")]
+    # The bootstrap refits (L-BFGS-B from a grid of starts) are most of the stage; each (system,
+    # condition) is independent and seeded alike, so processes give the same bytes as a loop.
+    results = Parallel(n_jobs=params["cpu_threads"] or -1)(
+        delayed(condition_results)(system, cond, df, cfg, seed) for system, cond, df in jobs)
     all_points, all_curves, all_thresholds = [], [], []
-    for system, pred in preds.items():
-        trials = table.assign(pred=pred, correct=(pred == table["label"]).astype(int))
-        out: dict = {}
-        for cond, df in trials.groupby("condition"):
-            if cond == "duration" or cond.startswith("snr@"):
-                stim, kind = ("duration_ms", "log_logistic") if cond == "duration" else ("snr_db", "logistic")
-                th, band = thresholds_and_band(df, stim, kind, cfg, seed)
-                name = "DT" if cond == "duration" else f"SNR{cond[3:]}-"
-                for _, r in th.iterrows():
-                    key = f"{name}{int(round(100 * r['target']))}" if cond == "duration" else \
-                        f"SNR-{int(round(100 * r['target']))}{cond[3:]}"
-                    out[key] = summary(r)
-                all_points.append(points(df, stim).assign(system=system, condition=cond))
-                all_curves.append(band.assign(system=system, condition=cond))
-                all_thresholds.append(th[th["curve"] == "balanced"].assign(system=system, condition=cond))
-            else:
-                for level, d in df.groupby("level"):
-                    ci = bootstrap.group_bootstrap_ci(metrics.balanced_accuracy, d["label"].to_numpy(), d["pred"].to_numpy(),
-                                                  d["group"].to_numpy(), n_boot=cfg["n_boot"], seed=seed)
-                    out[f"{cond}:{level}"] = {"balanced_accuracy": round(ci.estimate, 4),
-                                              "ci95": [round(ci.low, 4), round(ci.high, 4)]}
-        report["systems"][system] = out
+    for (system, _, _), (out, extra) in zip(jobs, results):
+        report["systems"].setdefault(system, {}).update(out)
+        if extra is not None:
+            all_points.append(extra[0])
+            all_curves.append(extra[1])
+            all_thresholds.append(extra[2])
     write_json("metrics/psychometric.json", report)
     pts, crv, ths = (pd.concat(x, ignore_index=True) for x in (all_points, all_curves, all_thresholds))
     write_csv("plots/psychometric_points.csv", pts)

@@ -213,17 +213,16 @@ class ABCollator:
             raise RuntimeError("the processor returned no input_features: the audio was dropped")
         expected = audio_token_count(batch["feature_attention_mask"].sum(-1))
         found = (batch["input_ids"] == self.audio_token_id).sum(-1)
-        for i, audio in enumerate(audios):
-            if expected[i] <= 0:
-                raise ValueError(
-                    f"clip {i} is too short: {audio.shape[0]} samples ({1000 * audio.shape[0] / SAMPLE_RATE:.1f} ms) "
-                    f"give {int(batch['feature_attention_mask'][i].sum())} mel frames and no audio token; "
-                    "place short clips inside a longer container"
-                )
-            if found[i] != expected[i]:
-                raise RuntimeError(
-                    f"clip {i}: {int(found[i])} <|AUDIO|> tokens in its row, expected {int(expected[i])}"
-                )
+        if bool((expected <= 0).any()):
+            i = int((expected <= 0).nonzero()[0, 0])
+            raise ValueError(
+                f"clip {i} is too short: {audios[i].shape[0]} samples ({1000 * audios[i].shape[0] / SAMPLE_RATE:.1f} ms) "
+                f"give {int(batch['feature_attention_mask'][i].sum())} mel frames and no audio token; "
+                "place short clips inside a longer container"
+            )
+        if not torch.equal(found, expected.to(found.dtype)):
+            i = int((found != expected).nonzero()[0, 0])
+            raise RuntimeError(f"clip {i}: {int(found[i])} <|AUDIO|> tokens in its row, expected {int(expected[i])}")
         return batch
 
     def __call__(self, examples: Sequence[Mapping[str, Any]]) -> BatchFeature:
@@ -254,13 +253,18 @@ class ABCollator:
             batch["input_features"] = batch["input_features"].cpu()
         return batch
 
+    def host_prompt_batch(self, audios: Sequence[np.ndarray]) -> BatchFeature:
+        """:meth:`prompt_batch` with the token tensors left on the host (the log-mel stays where it
+        was computed): the scorer edits them there without waiting for the GPU."""
+        return self._encode(audios, padding_side="left")
+
     def prompt_batch(self, audios: Sequence[np.ndarray]) -> BatchFeature:
         """Scoring batch: prompt only, LEFT-padded so the last position is every row's answer slot.
 
         With a device log-mel the whole batch is returned on that device (copies do not wait for
         queued GPU work, so the next batch can be prepared while the model runs).
         """
-        batch = self._encode(audios, padding_side="left")
+        batch = self.host_prompt_batch(audios)
         if self.device_mel is None:
             return batch
         if self.device_mel.device.type == "cpu":

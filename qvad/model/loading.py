@@ -18,6 +18,7 @@ from transformers.models.qwen2.modeling_qwen2 import Qwen2RMSNorm
 from transformers.models.qwen2_audio.modeling_qwen2_audio import Qwen2AudioModel
 
 from qvad.model.encoder_truncation import enable_encoder_truncation
+from qvad.model.fast_attention import enable_fast_attention
 from qvad.model.presets import LOCAL_PRESETS, PRESETS
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -123,7 +124,9 @@ def load_model_and_processor(
     default false: NF4 training keeps the non-4-bit weights in bf16, see _prepare_kbit_training),
     ``attn_implementation`` (default 'sdpa': PyTorch's fused attention kernels),
     ``fused_rms_norm`` (default true: torch's fused RMSNorm, on accelerators only; the CPU keeps
-    the stock arithmetic, see use_fused_rms_norm). Safetensors only
+    the stock arithmetic, see use_fused_rms_norm), ``fast_attention`` (default true: the text
+    model's attention from qvad.model.fast_attention, same values as the stock one, with the
+    one-kernel rotary embedding on CUDA and the shared-prefix path). Safetensors only
     and never remote code: a checkpoint must not be able to run code here. Returns the model in
     eval mode.
     """
@@ -167,6 +170,8 @@ def load_model_and_processor(
     model.model.register_forward_pre_hook(_cast_features_hook, with_kwargs=True)
     if model_cfg.get("fused_rms_norm", True) and torch.device(device).type != "cpu":
         use_fused_rms_norm(model)
+    if model_cfg.get("fast_attention", True):
+        enable_fast_attention(model)
     if model_cfg.get("truncate_encoder", True):
         enable_encoder_truncation(model, int(model_cfg.get("truncate_multiple", 20)))
     model.eval()

@@ -7,11 +7,12 @@ logits tensor (156k columns on the real model). Position ids are computed from t
 mask as ``generate`` does; RoPE would make the constant shift of left padding harmless anyway,
 but this keeps the numbers identical to ``generate``'s.
 
-Every prompt starts with the same tokens (system turn, ``user``, ``Audio 1: <|audio_bos|>``):
-their keys and values are computed once per call and reused for every row (a KV cache), so
-each row only runs its audio and question tokens through the language model (~a quarter fewer
-tokens with the default prompt). Positions and attention are those of the full prompt, so the
-answer is the same function of the inputs. While the GPU runs one batch, the next is prepared.
+Every prompt starts with the same tokens (system turn, ``user``, ``Audio 1: <|audio_bos|>``; with
+``prompt.audio_position: after_question`` the whole question too): their keys and values are
+computed once per call and every row attends to them (:class:`qvad.model.fast_attention.SharedPrefix`),
+so each row only runs its own tokens through the language model. Positions and attention are
+those of the full prompt, so the answer is the same function of the inputs. While the GPU runs
+one batch, the next is prepared.
 """
 
 from __future__ import annotations
@@ -22,15 +23,23 @@ import numpy as np
 import torch
 from scipy.special import expit
 from torch import nn
-from transformers import DynamicCache, PreTrainedModel
-from transformers.cache_utils import DynamicLayer
+from torch.nn.attention.bias import CausalBias
+from transformers import PreTrainedModel
 
 from qvad.model.collate import ABCollator
+from qvad.model.fast_attention import (
+    MIN_PREFIX_TOKENS,
+    PREFIX_KWARG,
+    SharedPrefix,
+    compute_shared_prefix,
+    enable_fast_attention,
+    fast_attention_enabled,
+    positions_after,
+    prefix_mask_mapping,
+    prefix_tokens,
+    split_shared_prefix,
+)
 from qvad.model.prompt import answer_token_ids
-
-MIN_PREFIX_TOKENS = 2
-"""Shorter shared prefixes are not worth a cache."""
-
 
 def _unwrap(model: nn.Module) -> PreTrainedModel:
     """The transformers model under an optional peft wrapper (LoRA layers stay injected in it)."""
@@ -51,96 +60,39 @@ def _answer_head(model: PreTrainedModel, id_a: int, id_b: int) -> tuple[torch.Te
     return head.weight[rows], bias
 
 
-def _position_ids(attention_mask: torch.Tensor, offset: int = 0) -> torch.Tensor:
-    """Positions of the real tokens (0.. per row, after ``offset``), as generate computes them."""
-    return (attention_mask.long().cumsum(-1) - 1 + offset).masked_fill(attention_mask == 0, 0)
+def _to_device(value: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Host tensor to ``device`` without waiting for queued GPU work (pinned, non-blocking)."""
+    if value.device == device:
+        return value
+    if isinstance(value, CausalBias):  # a mask pattern without data (qvad.model.fast_attention)
+        return value
+    if device.type == "cuda" and value.device.type == "cpu":
+        return value.pin_memory().to(device, non_blocking=True)
+    return value.to(device)
 
 
-class _SharedPrefixLayer(DynamicLayer):
-    """One layer's prefix keys/values ``[1, heads, P, dim]``, shared by every row of a batch.
-
-    ``update`` hands attention the prefix followed by the batch's own keys/values and keeps
-    nothing: the scorer runs one forward per batch, so the concatenation (one per layer) is
-    freed right after that layer's attention instead of growing a cache for the whole model.
-    """
-
-    def __init__(self, keys: torch.Tensor, values: torch.Tensor) -> None:
-        super().__init__()
-        self.lazy_initialization(keys, values)
-        self.keys, self.values = keys, values
-
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any,
-               **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        rows = key_states.shape[0]
-        return (torch.cat([self.keys.expand(rows, -1, -1, -1), key_states], dim=-2),
-                torch.cat([self.values.expand(rows, -1, -1, -1), value_states], dim=-2))
-
-
-class _PromptPrefix:
-    """Keys/values of the prompt tokens before the first audio token, shared by every row."""
-
-    def __init__(self, lm_model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                 audio_token_id: int) -> None:
-        row = input_ids[0][attention_mask[0] == 1]
-        audio_at = (row == audio_token_id).nonzero()
-        self.length = int(audio_at[0, 0]) if len(audio_at) else 0
-        self.tokens = row[: self.length]
-        self.kv: list[tuple[torch.Tensor, torch.Tensor]] = []
-        if self.length < MIN_PREFIX_TOKENS:
-            return
-        ids = self.tokens[None]
-        out = lm_model(
-            input_ids=ids,
-            attention_mask=torch.ones_like(ids),
-            position_ids=torch.arange(self.length, device=ids.device)[None],
-            use_cache=True,
-        )
-        cache = out.past_key_values
-        self.kv = [(layer.keys, layer.values) for layer in cache.layers]
-
-    def split(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """Rows without the shared prefix, still left-padded; None if a row does not start with it."""
-        if not self.kv:
-            return None
-        n_rows, width = input_ids.shape
-        pads = width - attention_mask.sum(-1, keepdim=True)
-        span = torch.arange(self.length, device=input_ids.device)[None]
-        if not torch.equal(input_ids.gather(1, pads + span), self.tokens[None].expand(n_rows, -1)):
-            return None
-        cols = torch.arange(width - self.length, device=input_ids.device)[None]
-        source = torch.where(cols < pads, cols, cols + self.length)
-        return input_ids.gather(1, source), attention_mask.gather(1, source)
-
-    def cache(self) -> DynamicCache:
-        """A cache that presents the prefix to every layer (see :class:`_SharedPrefixLayer`)."""
-        cache = DynamicCache()
-        cache.layers = [_SharedPrefixLayer(k, v) for k, v in self.kv]
-        return cache
-
-
-def _last_hidden(lm_model: nn.Module, batch: Mapping[str, torch.Tensor],
-                 prefix: _PromptPrefix | None) -> torch.Tensor:
-    """Final hidden state at every row's last position (the answer slot)."""
+def _model_inputs(batch: Mapping[str, torch.Tensor], prefix: SharedPrefix | None, text_config: Any,
+                  dtype: torch.dtype, device: torch.device) -> dict[str, Any]:
+    """Forward arguments for one left-padded host batch: its rows after the shared prefix when they
+    all start with it (positions from ``P``, the prefix's mask columns), else the full prompts."""
     input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
-    kwargs: dict[str, Any] = {"use_cache": False}
-    rest = prefix.split(input_ids, attention_mask) if prefix is not None else None
-    if rest is not None:
-        input_ids, rest_mask = rest
-        attention_mask = torch.cat(
-            [torch.ones((len(input_ids), prefix.length), dtype=rest_mask.dtype, device=rest_mask.device), rest_mask], 1
-        )
-        kwargs = {"use_cache": True, "past_key_values": prefix.cache()}
-        position_ids = _position_ids(rest_mask, prefix.length)
-    else:
-        position_ids = _position_ids(attention_mask)
-    return lm_model(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        input_features=batch["input_features"],
-        feature_attention_mask=batch["feature_attention_mask"],
-        position_ids=position_ids,
-        **kwargs,
-    ).last_hidden_state[:, -1]
+    rest = split_shared_prefix(input_ids, attention_mask, prefix.tokens) if prefix is not None else None
+    inputs: dict[str, Any] = {
+        "input_features": _to_device(batch["input_features"], device),
+        "feature_attention_mask": _to_device(batch["feature_attention_mask"], device),
+        "use_cache": False,
+    }
+    if rest is None:
+        inputs.update(input_ids=_to_device(input_ids, device), attention_mask=_to_device(attention_mask, device),
+                      position_ids=_to_device(positions_after(attention_mask, 0), device))
+        return inputs
+    rest_ids, rest_mask = rest
+    mask = prefix_mask_mapping(text_config, rest_mask, prefix.length, dtype, device)
+    inputs.update(input_ids=_to_device(rest_ids, device),
+                  attention_mask={k: _to_device(v, device) for k, v in mask.items()},
+                  position_ids=_to_device(positions_after(rest_mask, prefix.length), device),
+                  **{PREFIX_KWARG: prefix})
+    return inputs
 
 
 def score_ab_logits(
@@ -159,9 +111,13 @@ def score_ab_logits(
     Clips are scored longest first in batches of similar length (less padding, and an
     out-of-memory shows on the first batch), then put back in the caller's order.
     ``feature_device`` is passed to :class:`ABCollator`; None means the model's device (the
-    log-mel is then computed on the GPU when the model is there). ``prefix_cache`` reuses the
-    shared prompt prefix's keys/values across rows (exact); False runs every row's full prompt.
-    ``device_mel`` is passed to :class:`ABCollator`.
+    log-mel is then computed on the GPU when the model is there). ``prefix_cache`` computes the
+    shared prompt prefix's keys/values once and lets every row attend to them (exact); False runs
+    every row's full prompt. ``device_mel`` is passed to :class:`ABCollator`.
+
+    Nothing waits for the GPU between batches: token work happens on the host, copies are
+    non-blocking, and the logits stay on the device until the last batch is queued (one copy
+    back at the end), so the host prepares batch ``i + 1`` while the GPU runs batch ``i``.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -171,28 +127,37 @@ def score_ab_logits(
     collator = ABCollator(processor, prompt_cfg, feature_device if feature_device is not None else str(device),
                            device_mel=device_mel)
     lm_model = base.base_model
+    text_model = lm_model.language_model
+    if prefix_cache and not fast_attention_enabled(text_model):
+        enable_fast_attention(text_model)
+    n_layers = text_model.config.num_hidden_layers
+    dtype = text_model.get_input_embeddings().weight.dtype
     order = np.argsort([-len(a) for a in audios], kind="stable")
-    out = np.empty((len(audios), 2), dtype=np.float32)
     was_training = model.training
     model.eval()
+    indices, logits = [], []
     try:
         with torch.inference_mode():
             prefix = None
-            pending: tuple[np.ndarray, torch.Tensor] | None = None
             for start in range(0, len(order), batch_size):
                 idx = order[start : start + batch_size]
-                batch = collator.prompt_batch([audios[i] for i in idx]).to(device)
+                batch = collator.host_prompt_batch([audios[i] for i in idx])
                 if prefix_cache and prefix is None:
-                    prefix = _PromptPrefix(lm_model, batch["input_ids"], batch["attention_mask"],
-                                           collator.audio_token_id)
-                hidden = _last_hidden(lm_model, batch, prefix)
-                logits = nn.functional.linear(hidden.to(weight.dtype), weight, bias)
-                # Collect the previous batch only now: this one is queued on the GPU already.
-                if pending is not None:
-                    out[pending[0]] = pending[1].float().cpu().numpy()
-                pending = (idx, logits)
-            if pending is not None:
-                out[pending[0]] = pending[1].float().cpu().numpy()
+                    tokens = prefix_tokens(batch["input_ids"][0], batch["attention_mask"][0], collator.audio_token_id)
+                    if len(tokens) >= MIN_PREFIX_TOKENS:
+                        prefix = compute_shared_prefix(text_model, tokens.to(device))
+                        prefix.tokens = tokens  # host copy: rows are split on the host
+                    else:
+                        prefix_cache = False
+                inputs = _model_inputs(batch, prefix, text_model.config, dtype, device)
+                hidden = lm_model(**inputs).last_hidden_state[:, -1]
+                if PREFIX_KWARG in inputs:
+                    inputs[PREFIX_KWARG].check_read(n_layers)
+                indices.append(idx)
+                logits.append(nn.functional.linear(hidden.to(weight.dtype), weight, bias))
+            out = np.empty((len(audios), 2), dtype=np.float32)
+            if logits:
+                out[np.concatenate(indices)] = torch.cat(logits).float().cpu().numpy()
     finally:
         model.train(was_training)
     return out

@@ -66,10 +66,13 @@ def train(params: dict) -> None:
     resumed_step = int(resume.name.rsplit("-", 1)[1]) if resume else 0
     live = StepDVCLiveCallback(LIVE, resumed_step if resume else None)
     collator = ABCollator(processor, prompt_cfg, feature_device=dev_name)
+    # On a GPU the batch stays where its log-mel was computed (no copy to the host and back).
+    collator.train_batches_on_device = dev_name == "cuda"
     trainer = ABTrainer(
         model=model,
         args=training_arguments(cfg, CKPT, seed, use_cpu=dev_name == "cpu",
-                                bf16=dev_name == "cuda" and model_cfg.get("dtype") == "bfloat16"),
+                                bf16=dev_name == "cuda" and model_cfg.get("dtype") == "bfloat16",
+                                pin_memory=not collator.train_batches_on_device),
         train_dataset=train_set,
         eval_dataset=dev_set,
         data_collator=AugmentingCollator(collator, cfg["spec_augment"], seed),

@@ -17,6 +17,7 @@ from typing import Any, Mapping
 import torch
 from transformers import Trainer, TrainingArguments
 
+from qvad.model.answer_loss import answer_loss
 from qvad.model.collate import ABCollator
 from qvad.model.dataset import ClipDataset, spec_augment
 from qvad.model.scoring import score_ab_logits
@@ -34,12 +35,30 @@ class AugmentingCollator:
     def __call__(self, examples: list[dict]) -> Any:
         batch = self.base(examples)
         if self.enabled:
-            valid = batch["feature_attention_mask"].sum(-1)
+            valid = batch["feature_attention_mask"].sum(-1).cpu()  # per-row ints: read once, not per row
             batch["input_features"] = spec_augment(batch["input_features"], valid, self.generator)
         return batch
 
 
-class ABTrainer(Trainer):
+class AnswerLossTrainer(Trainer):
+    """Trainer whose loss is :func:`qvad.model.answer_loss.answer_loss` (the stock loss's value,
+    from the answer position only, prompt prefix shared); ``answer_loss=False`` keeps the stock
+    forward. The Trainer's autocast, gradient accumulation and logging are unchanged."""
+
+    def __init__(self, *args: Any, answer_loss: bool = True, shared_prefix: bool = True, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.use_answer_loss = answer_loss
+        self.shared_prefix = shared_prefix
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: ANN001, ANN201
+        if not self.use_answer_loss:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        with self.accelerator.autocast():
+            loss = answer_loss(self.accelerator.unwrap_model(model), inputs, self.shared_prefix)
+        return (loss, {"loss": loss}) if return_outputs else loss
+
+
+class ABTrainer(AnswerLossTrainer):
     """Trainer whose evaluation also reports dev balanced accuracy from the A/B scorer.
 
     Evaluation never sees training augmentation: ``eval_collator`` (the plain ABCollator) stands
@@ -127,8 +146,10 @@ def prepare_checkpoint_dir(ckpt_dir: Path, key: str) -> Path | None:
 
 
 def training_arguments(cfg: Mapping[str, Any], ckpt_dir: Path, seed: int, use_cpu: bool,
-                       bf16: bool) -> TrainingArguments:
-    """TrainingArguments from ``train.*`` params; the best checkpoint is chosen on dev."""
+                       bf16: bool, pin_memory: bool = True) -> TrainingArguments:
+    """TrainingArguments from ``train.*`` params; the best checkpoint is chosen on dev.
+
+    ``pin_memory`` False when the collator already returns batches on the GPU."""
     return TrainingArguments(
         output_dir=str(ckpt_dir),
         num_train_epochs=cfg["epochs"],
@@ -158,5 +179,6 @@ def training_arguments(cfg: Mapping[str, Any], ckpt_dir: Path, seed: int, use_cp
         remove_unused_columns=False,
         prediction_loss_only=True,
         dataloader_num_workers=0,
+        dataloader_pin_memory=pin_memory,
         disable_tqdm=False,
     )

