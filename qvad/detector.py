@@ -14,7 +14,7 @@ Everything that shapes the model's input at training time is read from ``models/
 (written by the evaluate stage), never from params.yaml, so a model folder copied elsewhere
 scores exactly as it was evaluated:
 
-* ``prompt`` (``system``, ``user``) and ``answer_tokens`` (``["A", "B"]``: A = speech);
+* ``prompt`` (``system``, ``user``, ``audio_position``) and ``answer_tokens`` (``["A", "B"]``: A = speech);
 * ``container_ms`` and ``container_noise_rel_db``: a clip shorter than the container is centred
   in white noise that many dB below the clip's RMS (qvad.data.signal.in_container), as every
   training clip was; Qwen2-Audio turns under ~40 ms of audio into zero audio tokens otherwise;
@@ -91,7 +91,7 @@ class DetectorConfig:
     def from_dict(cls, raw: Any, source: str | os.PathLike = DETECTOR_FILE) -> "DetectorConfig":
         """Validate ``raw`` (the parsed JSON); :class:`DetectorConfigError` names ``source`` and the key."""
         from qvad.data.level import METHODS
-        from qvad.model.prompt import ANSWER_NONSPEECH, ANSWER_SPEECH
+        from qvad.model.prompt import ANSWER_NONSPEECH, ANSWER_SPEECH, AUDIO_POSITIONS
 
         def fail(key: str, message: str) -> DetectorConfigError:
             return DetectorConfigError(f"{source}: {key}: {message}")
@@ -113,6 +113,9 @@ class DetectorConfig:
         for key in ("system", "user"):
             if not need(prompt, key, str, "prompt.").strip():
                 raise fail(f"prompt.{key}", "must not be empty")
+        position = prompt.get("audio_position") or AUDIO_POSITIONS[0]  # older files: audio first
+        if position not in AUDIO_POSITIONS:
+            raise fail("prompt.audio_position", f"must be one of {list(AUDIO_POSITIONS)}, got {position!r}")
         container_ms = need(raw, "container_ms", int)
         if container_ms < 0:
             raise fail("container_ms", f"must be >= 0 (0: no container), got {container_ms}")
@@ -148,7 +151,8 @@ class DetectorConfig:
         model = dict(need(raw, "model", Mapping))
         need(model, "preset", str, "model.")
         known = {f.name for f in cls.__dataclass_fields__.values()} - {"extra"}
-        return cls(prompt={"system": prompt["system"], "user": prompt["user"]}, container_ms=container_ms,
+        return cls(prompt={"system": prompt["system"], "user": prompt["user"], "audio_position": position},
+                   container_ms=container_ms,
                    container_noise_rel_db=rel_db, normalize=norm, answer_tokens=(tokens[0], tokens[1]),
                    temperature=temperature, threshold=threshold, window_ms=window_ms, hop_ms=hop_ms,
                    model=model, extra={k: v for k, v in raw.items() if k not in known})
@@ -190,10 +194,14 @@ def detector_config(params: Mapping[str, Any], temperature: float, threshold: fl
     ``window_ms`` defaults to the longest training clip (``max(mix.durations_ms)``), the longest
     stretch of audio the model has learnt to judge inside its container; ``hop_ms`` to half of it.
     """
+    from qvad.model.prompt import AUDIO_POSITIONS
+
     mix, norm = params["mix"], params["normalize"]
+    chosen = prompt or params["prompt"]
     window = int(window_ms if window_ms is not None else max(mix["durations_ms"]))
     return {
-        "prompt": {"system": (prompt or params["prompt"])["system"], "user": (prompt or params["prompt"])["user"]},
+        "prompt": {"system": chosen["system"], "user": chosen["user"],
+                   "audio_position": chosen.get("audio_position") or AUDIO_POSITIONS[0]},
         "container_ms": int(mix["container_ms"]),
         "container_noise_rel_db": float(mix["container_noise_rel_db"]),
         "normalize": {k: norm[k] for k in ("method", "peak_target", "headroom_db", "rms_dbfs")},

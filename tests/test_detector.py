@@ -390,3 +390,24 @@ def test_default_preset_loads_and_scores(tmp_path: Path) -> None:
     assert 0.0 <= det.predict(_noise(0.01, seed=1)) <= 1.0
     segs = det.segments(_noise(5.0, seed=2), options=SegmentOptions(min_speech_ms=0))
     assert all(0.0 <= s < e <= 5.0 for s, e, _ in segs)
+
+
+def test_audio_position_travels_from_prompt_json_to_the_detector(tmp_path: Path) -> None:
+    """A model trained with the question first must be scored and served with the question first."""
+    from qvad.model.store import read_prompt
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    chosen = tmp_path / "prompt.json"
+    chosen.write_text(json.dumps({**params["prompt"], "audio_position": "after_question", "source": "x"}))
+    prompt = read_prompt(chosen)
+    assert prompt["audio_position"] == "after_question"
+    cfg = DetectorConfig.from_dict(detector_config(params, temperature=1.0, prompt=prompt))
+    assert cfg.prompt["audio_position"] == "after_question"
+
+    older = {k: v for k, v in params["prompt"].items() if k != "audio_position"}  # files from before the param
+    chosen.write_text(json.dumps(older))
+    assert read_prompt(chosen)["audio_position"] == "before_question"
+    raw = detector_config(params, temperature=1.0)
+    raw["prompt"] = {**raw["prompt"], "audio_position": "sideways"}
+    with pytest.raises(DetectorConfigError, match="prompt.audio_position"):
+        DetectorConfig.from_dict(raw)

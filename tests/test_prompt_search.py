@@ -252,3 +252,19 @@ def test_llm_proposer_runs_end_to_end_on_a_tiny_random_lm(dev: DevSet, tiny_lm_d
         getattr(contract, name) for name in dir(contract) if name.isupper() and isinstance(getattr(contract, name), str)
     }
     assert scorer.seen <= set(dev.clip_ids)
+
+
+def test_dev_scorer_varies_only_the_user_text(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Candidates are scored in the layout and system turn the adapter was trained with."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from qvad.prompt_search import optimize_prompt as stage
+
+    seen = []
+    monkeypatch.setattr(stage, "score_ab", lambda model, processor, clips, prompt, batch: seen.append(prompt) or [0.5])
+    dev = SimpleNamespace(frame=pd.DataFrame({"clip_id": ["c1"]}), audio=[np.zeros(160, np.float32)])
+    base = {"system": "sys", "user": "train question", "audio_position": "after_question"}
+    stage.DevScorer(None, None, dev, base, 4)("new question", ["c1"])
+    assert seen == [{"system": "sys", "user": "new question", "audio_position": "after_question"}]

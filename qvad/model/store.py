@@ -17,6 +17,7 @@ from typing import Any, Mapping
 import torch
 from peft import PeftModel
 
+from qvad.model.prompt import AUDIO_POSITIONS
 from qvad.common.atomic import write_json
 from qvad.model.encoder_truncation import enable_encoder_truncation
 from qvad.model.loading import load_model_and_processor
@@ -50,9 +51,11 @@ def prepare_base(model_cfg: Mapping[str, Any], seed: int, base: Path = BASE) -> 
 
 
 def read_prompt(path: Path = PROMPT) -> dict[str, str]:
-    """The chosen prompt as ``prompt.*`` params: ``{"system": ..., "user": ...}``."""
+    """The chosen prompt as ``prompt.*`` params: ``system``, ``user`` and ``audio_position`` (the
+    layout the adapter was trained with; a file without it predates the param: audio first)."""
     chosen = json.loads(path.read_text(encoding="utf-8"))
-    return {"system": chosen["system"], "user": chosen["user"]}
+    return {"system": chosen["system"], "user": chosen["user"],
+            "audio_position": chosen.get("audio_position") or AUDIO_POSITIONS[0]}
 
 
 def base_cfg(model_cfg: Mapping[str, Any], base: Path = BASE) -> dict[str, Any]:

@@ -36,8 +36,10 @@ SEARCH_KEYS = ("iterations", "proposals_per_iteration", "top_k", "patience", "co
 class DevScorer:
     """Scores a user prompt on dev clips by id with the A/B scorer; nothing but dev is loaded."""
 
-    def __init__(self, model: Any, processor: Any, dev: ClipDataset, system: str, batch_size: int) -> None:
-        self.model, self.processor, self.system, self.batch_size = model, processor, system, batch_size
+    def __init__(self, model: Any, processor: Any, dev: ClipDataset, base_prompt: dict, batch_size: int) -> None:
+        """``base_prompt``: the training ``prompt.*`` params; only ``user`` is varied, so the system
+        turn and the audio's place in the prompt stay those the adapter was trained with."""
+        self.model, self.processor, self.base_prompt, self.batch_size = model, processor, base_prompt, batch_size
         self.index = {cid: i for i, cid in enumerate(dev.frame["clip_id"])}
         self.audio = dev.audio
         self.calls = 0
@@ -45,7 +47,7 @@ class DevScorer:
     def __call__(self, user_prompt: str, clip_ids: Sequence[str]) -> np.ndarray:
         self.calls += 1
         clips = [self.audio[self.index[c]] for c in clip_ids]
-        return score_ab(self.model, self.processor, clips, {"system": self.system, "user": user_prompt},
+        return score_ab(self.model, self.processor, clips, {**self.base_prompt, "user": user_prompt},
                         self.batch_size)
 
 
@@ -84,14 +86,14 @@ def optimize_prompt(params: dict) -> None:
     dev = ClipDataset(DEV)
     without_adapter = bool(get(params, "evaluate.without_adapter"))
     model, processor = load_trained(get(params, "model"), adapter=None if without_adapter else ADAPTER)
-    scorer = DevScorer(model, processor, dev, prompt_cfg["system"], int(get(params, "evaluate.batch_size")))
+    scorer = DevScorer(model, processor, dev, prompt_cfg, int(get(params, "evaluate.batch_size")))
     frame = dev.frame
     devset = DevSet.build(frame["clip_id"], dev.labels,
                           [f"{d}ms/{s}dB" for d, s in zip(frame["duration_ms"], frame["snr_db"])])
     axes = {"duration_ms": sorted(frame["duration_ms"].unique().tolist()),
             "snr_db": sorted(frame["snr_db"].unique().tolist())}
     result = search_prompt(devset, scorer, make_proposer(cfg, axes), prompt_cfg["user"], search_params(cfg, seed))
-    write_json(PROMPT, {"system": prompt_cfg["system"], "user": result.chosen_prompt,
+    write_json(PROMPT, {**prompt_cfg, "user": result.chosen_prompt,
                         "source": "training prompt kept" if result.kept_training_prompt else f"opro-{cfg['proposer']}"})
     summary = result.summary()
     write_json("metrics/opro.json", {"proposer": cfg["proposer"], "scored_without_adapter": without_adapter,
