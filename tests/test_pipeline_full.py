@@ -63,7 +63,7 @@ def test_whole_chain_writes_every_metric(full_repo):
     assert opro["proposer"] == "template" and opro["n_scored"] > 0
     chosen = json.loads((full_repo / "models/prompt.json").read_text())
     detector = json.loads((full_repo / "models/detector.json").read_text())
-    assert detector["prompt"] == {"system": chosen["system"], "user": chosen["user"]}
+    assert detector["prompt"] == {key: chosen[key] for key in ("system", "user", "audio_position")}
     psy = json.loads((full_repo / "metrics/psychometric.json").read_text())
     assert {"DT75", "DT90", "DT50", "SNR-75@1000ms"} <= set(psy["systems"]["model"])
     train = json.loads((full_repo / "metrics/train.json").read_text())
