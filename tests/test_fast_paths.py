@@ -18,7 +18,9 @@ from transformers.models.qwen2.modeling_qwen2 import apply_rotary_pos_emb
 from qvad import SAMPLE_RATE
 from qvad.model import fast_attention
 from qvad.model.answer_loss import answer_loss
+from qvad.model.answer_slot import answer_slot_enabled
 from qvad.model.collate import ABCollator
+from qvad.model.fused_mlp import disable_fused_mlp, silu_mul, silu_mul_applies, use_fused_mlp
 from torch.nn.attention.bias import CausalBias
 
 from qvad.model.fast_attention import (
@@ -153,6 +155,32 @@ def test_unpadded_batches_take_the_causal_bias_and_agree(tiny_dir: Path, positio
         assert (grad - stock_grads[name]).abs().max() <= 1e-5 * max(1.0, stock_grads[name].abs().max().item()), name
 
 
+@pytest.mark.parametrize("position", LAYOUTS)
+@pytest.mark.parametrize("padded", [True, False])
+def test_answer_slot_runs_the_last_layer_at_one_position_and_agrees(tiny_dir: Path, position: str, padded: bool,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The last layer's MLP sees one position per row (not all), and the logits are the full layer's."""
+    monkeypatch.setattr(fast_attention, "CAUSAL_BIAS_DEVICES", ("cuda", "cpu"))  # unpadded: the CausalBias path
+    model, processor = _load(tiny_dir)
+    cfg = {"audio_position": position}
+    _decisive(model, ABCollator(processor, cfg))
+    clips = _clips() if padded else [c[: SAMPLE_RATE // 2] for c in _clips() if len(c) >= SAMPLE_RATE // 2]
+    widths: list[int] = []
+    last_mlp = model.base_model.language_model.layers[-1].mlp
+    handle = last_mlp.register_forward_pre_hook(lambda _m, args: widths.append(args[0].shape[1]))
+    try:
+        slot = score_ab_logits(model, processor, clips, cfg, 3)
+        slot_widths, widths[:] = list(widths), []
+        full = score_ab_logits(model, processor, clips, cfg, 3, answer_slot=False)
+    finally:
+        handle.remove()
+    # the prefix's own forward runs the whole layer; the batches run it at the answer slot only
+    assert slot_widths[1:] == [1] * (len(slot_widths) - 1) and len(slot_widths) >= 3, slot_widths
+    assert min(widths[1:]) > 1, widths
+    assert np.abs(slot - full).max() < 1e-5, (slot, full)
+    assert answer_slot_enabled(model.base_model.language_model)
+
+
 def test_question_first_prefix_covers_the_question(tiny_dir: Path) -> None:
     """After the question, every token before the audio is shared: the rows left are audio + answer slot."""
     _, processor = _load(tiny_dir)
@@ -191,6 +219,47 @@ def test_fused_rotary_is_bit_identical_forward_and_backward() -> None:
         torch.autograd.backward(ref, grads)
         assert all(torch.equal(a, b) for a, b in zip(fused, ref))
         assert torch.equal(q.grad, q2.grad) and torch.equal(k.grad, k2.grad)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the fused rotary kernel runs on CUDA only")
+def test_fused_rotary_keeps_nan_and_inf_where_the_stock_expression_has_them() -> None:
+    gen = torch.Generator(device="cuda").manual_seed(2)
+    q = torch.randn(2, 5, 4, 128, device="cuda", generator=gen).to(torch.bfloat16)
+    k = torch.randn(2, 5, 2, 128, device="cuda", generator=gen).to(torch.bfloat16)
+    q[0, 1, 2, 3], q[1, 4, 0, 70], k[1, 0, 1, 5] = float("nan"), float("inf"), float("nan")
+    cos = torch.randn(1, 5, 128, device="cuda", generator=gen).to(torch.bfloat16)
+    sin = torch.randn(1, 5, 128, device="cuda", generator=gen).to(torch.bfloat16)
+    with torch.no_grad():
+        for fused, ref in zip(rotary(q, k, cos, sin), _rotary_reference(q, k, cos, sin)):
+            assert bool(((fused == ref) | (fused.isnan() & ref.isnan())).all())
+
+
+def test_fused_mlp_falls_back_to_the_stock_mlp_off_cuda(tiny_dir: Path) -> None:
+    model, _ = _load(tiny_dir)
+    mlp = model.base_model.language_model.layers[0].mlp
+    x = torch.randn(2, 5, mlp.hidden_size, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        stock = mlp(x)
+        assert use_fused_mlp(model) == len(model.base_model.language_model.layers)
+        assert not silu_mul_applies(mlp.gate_proj(x), mlp.up_proj(x))  # float32 on the CPU
+        assert torch.equal(mlp(x), stock)
+    assert disable_fused_mlp(model) == len(model.base_model.language_model.layers)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the fused SiLU-mul kernel runs on CUDA only")
+def test_fused_silu_mul_is_bit_identical_to_the_stock_kernels() -> None:
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    gate = (4 * torch.randn(37, 18944, device="cuda", generator=gen)).to(torch.bfloat16)
+    up = torch.randn(37, 18944, device="cuda", generator=gen).to(torch.bfloat16)
+    gate[0, :7] = torch.tensor([0.0, -0.0, 90.0, -90.0, float("inf"), float("-inf"), float("nan")])
+    with torch.inference_mode():
+        stock = torch.nn.functional.silu(gate) * up
+        assert silu_mul_applies(gate, up)
+        fused = silu_mul(gate.clone(), up)
+    same = (fused == stock) | (fused.isnan() & stock.isnan())
+    bad = (~same).nonzero()[:5]
+    assert bool(same.all()), (f"{int((~same).sum())} of {same.numel()} differ; (gate, up, fused, stock): "
+                              f"{[(gate[i, j].item(), up[i, j].item(), fused[i, j].item(), stock[i, j].item()) for i, j in bad.tolist()]}")
 
 
 def test_fast_attention_gives_the_stock_numbers(tiny_dir: Path) -> None:

@@ -8,7 +8,8 @@ The count is the arithmetic the task needs per clip, whatever a path actually ex
 * the audio encoder runs on the truncated mel (``positions`` after the stride-2 conv): its linear
   layers, attention and the two convolutions, and the projector on the pooled positions;
 * the answer head: 2 rows of lm_head for the scorer, the full vocabulary at one position per row
-  for training;
+  for training; the scorer needs the last layer's keys and values at every position but its
+  query, attention, ``o_proj`` and MLP only at the answer slot (counted so);
 * training: the language model's forward and its input-gradient backward (frozen base weights
   need no weight gradient: 2x the forward), the encoder forward only (frozen, nothing below it
   trains), and LoRA's own weight gradients (small; counted).
@@ -78,9 +79,19 @@ def lora_grad_flops(config: Any, lora_cfg: dict, tokens: int) -> float:
     return 2 * 2 * per_token * text.num_hidden_layers * tokens
 
 
+def _last_layer_unneeded_flops(config: Any, shape: ClipShape) -> float:
+    """What the last layer computes beyond the answer slot: q, o, the MLP and attention at every
+    position but the last (its keys and values are needed everywhere)."""
+    text = config.text_config
+    h, inter = text.hidden_size, text.intermediate_size
+    context = sum(shape.prefix + i + 1 for i in range(shape.rest - 1))
+    return 2 * (2 * h * h + 3 * h * inter) * (shape.rest - 1) + 4 * h * context
+
+
 def scorer_flops(config: Any, shape: ClipShape) -> float:
-    return lm_forward_flops(config, shape) + encoder_flops(config, shape.encoder_positions, shape.audio_tokens) \
-        + 2 * 2 * config.text_config.hidden_size
+    """A clip's answer: the language model up to the answer slot's last hidden state, the encoder, 2 head rows."""
+    return lm_forward_flops(config, shape) - _last_layer_unneeded_flops(config, shape) \
+        + encoder_flops(config, shape.encoder_positions, shape.audio_tokens) + 2 * 2 * config.text_config.hidden_size
 
 
 def train_flops(config: Any, shape: ClipShape, lora_cfg: dict) -> float:

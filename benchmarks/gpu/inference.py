@@ -12,6 +12,7 @@ import torch
 from qvad.model.collate import ABCollator
 from qvad.model.encoder_truncation import disable_encoder_truncation, enable_encoder_truncation
 from qvad.model.fast_attention import _FusedRotary, _rotary_reference, disable_fast_attention, enable_fast_attention
+from qvad.model.fused_mlp import disable_fused_mlp, silu_mul, use_fused_mlp
 from qvad.model.prompt import answer_token_ids, build_chat_text
 from qvad.model.scoring import score_ab_logits
 
@@ -65,16 +66,19 @@ def time_naive(model, processor, clips, batch: int, prompt_cfg) -> dict:
 
 
 class stock_attention:  # noqa: N801 - a context manager used like a function
-    """The stock ``Qwen2Attention.forward`` inside the block (landed scorer, plain reference path)."""
+    """The stock ``Qwen2Attention`` and ``Qwen2MLP`` forwards inside the block (naive and landed
+    paths, plain reference path)."""
 
     def __init__(self, model) -> None:
         self.model = model
 
     def __enter__(self) -> None:
         disable_fast_attention(self.model)
+        disable_fused_mlp(self.model)
 
     def __exit__(self, *exc: object) -> None:
         enable_fast_attention(self.model)
+        use_fused_mlp(self.model)
 
 
 # --------------------------------------------------------------------------------------------
@@ -141,12 +145,33 @@ def rotary_checks() -> dict:
     return out
 
 
+def silu_mul_checks() -> dict:
+    """The fused SiLU-mul kernel vs the stock kernels at the 7B's MLP width: bit-identical."""
+    if not CUDA:
+        return {"skipped": "no CUDA"}
+    gen = torch.Generator(device="cuda").manual_seed(1)
+    gate = (4 * torch.randn(4096, 18944, device="cuda", generator=gen)).to(torch.bfloat16)
+    up = torch.randn(4096, 18944, device="cuda", generator=gen).to(torch.bfloat16)
+    with torch.inference_mode():
+        stock = torch.nn.functional.silu(gate) * up
+        try:
+            fused = silu_mul(gate.clone(), up)
+        except Exception as exc:  # noqa: BLE001
+            return {"error": f"{type(exc).__name__}: {exc}"}
+    from qvad.model import fused_mlp
+
+    return {"bit_identical": bool(torch.equal(fused, stock)),
+            "fraction_differing": float((fused != stock).float().mean()),
+            "max_abs": float((fused.float() - stock.float()).abs().max()),
+            "fused_mlp_error": fused_mlp.FUSED_MLP_ERROR}
+
+
 def inference_checks(model, processor, prompt_cfg) -> dict:
     mixed = one_second_clips(3, 7)
     mixed = [mixed[0][:4000], mixed[1], container_clips(1, 3)[0], mixed[2][:9000]]
     from qvad.model import fast_attention
 
-    checks = {"rotary": rotary_checks(), **mel_checks(processor, prompt_cfg, mixed)}
+    checks = {"rotary": rotary_checks(), "silu_mul": silu_mul_checks(), **mel_checks(processor, prompt_cfg, mixed)}
     checks["fused_rotary_error"] = fast_attention.FUSED_ROTARY_ERROR
     for name, cfg in (("before_question", prompt_cfg), ("after_question", {**prompt_cfg, **QFIRST})):
         checks[f"scorer_{name}"] = scorer_checks(model, processor, cfg, mixed * 2)
@@ -220,4 +245,8 @@ def inference_section(bench: Bench, model, proc) -> None:
     scorer_row(bench, model, proc, "scorer_1s_stock_rotary", one_second_clips, b)
     enable_fast_attention(model)
     scorer_row(bench, model, proc, "scorer_1s_no_shared_prefix", one_second_clips, b, prefix_cache=False)
+    scorer_row(bench, model, proc, "scorer_1s_full_last_layer", one_second_clips, b, answer_slot=False)
+    disable_fused_mlp(model)
+    scorer_row(bench, model, proc, "scorer_1s_stock_mlp", one_second_clips, b)
+    use_fused_mlp(model)
     bench.save()

@@ -34,21 +34,24 @@ from typing import Any, Iterator
 
 import torch
 from torch import nn
-from torch.nn.attention.bias import causal_lower_right
+from torch.nn.attention.bias import CausalBias, causal_lower_right
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.models.qwen2.modeling_qwen2 import Qwen2Attention, eager_attention_forward, rotate_half
 
-try:  # Triton ships with CUDA builds of torch; CPU builds have none (the stock expression is used)
-    import triton
-    import triton.language as tl
-except ImportError:  # pragma: no cover - depends on the install
-    triton = None
+from qvad.model.triton_bf16 import tl, triton
+
+if triton is not None:
+    from qvad.model.triton_bf16 import round_bf16 as _round_bf16
 
 FUSED_ROTARY_ERROR: str | None = None
 """Why the fused rotary kernel could not run here (then the stock expression is used), or None."""
 
 PREFIX_KWARG = "qvad_prefix"
 """Keyword under which a :class:`SharedPrefix` reaches every attention layer."""
+
+LAST_QUERY_KWARG = "qvad_last_query"
+"""Keyword (True) that makes one attention layer return only its last position (a ``[batch, 1,
+hidden]`` output; keys and values still cover every position). Passed by qvad.model.answer_slot."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -61,14 +64,6 @@ def _rotary_reference(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor,
 
 
 if triton is not None:
-
-    @triton.jit
-    def _round_bf16(x):
-        """float32 -> nearest bfloat16 (ties to even), kept in float32, with integer operations:
-        unlike a cast pair the compiler cannot drop it or contract a multiply-add across it."""
-        bits = x.to(tl.uint32, bitcast=True)
-        bits = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) << 16
-        return bits.to(tl.float32, bitcast=True)
 
     @triton.jit
     def _rope_rows(X, Y, row, b, t, n_heads, stride_row, stride_ob, stride_ot, c1, c2, s1, s2, HALF: tl.constexpr,
@@ -236,6 +231,7 @@ class SharedPrefix:
         self.kv: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self.recording = True
         self.reads = 0
+        self.answer_slot = False  # scoring sets it: the last layer then runs the last position only
 
     def record(self, layer: int, key: torch.Tensor, value: torch.Tensor) -> None:
         self.kv[layer] = (key, value)
@@ -250,7 +246,12 @@ class SharedPrefix:
 
     def buffers(self, layer: int, key: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Empty ``[batch, P + T, kv_heads, dim]`` keys/values with the prefix rows filled in (scoring:
-        the batch's own rows are then written in place, with no concatenation)."""
+        the batch's own rows are then written in place, with no concatenation).
+
+        They are made anew for every batch. Keeping them per layer, so that the prefix is copied
+        once per call, gave no speed on the 7B (1,039 against 1,037 clips/s, question first,
+        H200) and took 46 GB more at batch 1,024: its 32 key/value heads make them large.
+        """
         prefix_key, prefix_value = self.kv[layer]
         rows, tokens = key.shape[:2]
         shape = (rows, self.length + tokens, *key.shape[2:])
@@ -394,6 +395,7 @@ def _attention_forward(self: Qwen2Attention, hidden_states: torch.Tensor,
                        past_key_values: Any = None, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``Qwen2Attention.forward`` (transformers 5.23) with :func:`rotary` and the shared prefix."""
     prefix: SharedPrefix | None = kwargs.pop(PREFIX_KWARG, None)
+    last_query = bool(kwargs.pop(LAST_QUERY_KWARG, False))
     batch, tokens = hidden_states.shape[:-1]
     split = (batch, tokens, -1, self.head_dim)
     query = self.q_proj(hidden_states).view(split)
@@ -415,6 +417,11 @@ def _attention_forward(self: Qwen2Attention, hidden_states: torch.Tensor,
             prefix.record(self.layer_idx, key, value)
         elif prefix is not None:
             key, value = prefix.extend(self.layer_idx, key, value)
+    if last_query:
+        # Only the last position's output is wanted (qvad.model.answer_slot): its query attends
+        # to every real key, which is the last row of the mask (no mask when nothing is padded).
+        query, tokens = query[:, -1:], 1
+        attention_mask = None if isinstance(attention_mask, CausalBias) else attention_mask[..., -1:, :]
     query, key, value = query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2)
     if past_key_values is not None:
         key, value = past_key_values.update(key, value, self.layer_idx)

@@ -19,6 +19,7 @@ from transformers.models.qwen2_audio.modeling_qwen2_audio import Qwen2AudioModel
 
 from qvad.model.encoder_truncation import enable_encoder_truncation
 from qvad.model.fast_attention import enable_fast_attention
+from qvad.model.fused_mlp import use_fused_mlp
 from qvad.model.presets import LOCAL_PRESETS, PRESETS
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -126,7 +127,8 @@ def load_model_and_processor(
     ``fused_rms_norm`` (default true: torch's fused RMSNorm, on accelerators only; the CPU keeps
     the stock arithmetic, see use_fused_rms_norm), ``fast_attention`` (default true: the text
     model's attention from qvad.model.fast_attention, same values as the stock one, with the
-    one-kernel rotary embedding on CUDA and the shared-prefix path). Safetensors only
+    one-kernel rotary embedding on CUDA and the shared-prefix path). On accelerators the MLP's
+    activation runs as one kernel when scoring (qvad.model.fused_mlp, bit-identical). Safetensors only
     and never remote code: a checkpoint must not be able to run code here. Returns the model in
     eval mode.
     """
@@ -170,6 +172,8 @@ def load_model_and_processor(
     model.model.register_forward_pre_hook(_cast_features_hook, with_kwargs=True)
     if model_cfg.get("fused_rms_norm", True) and torch.device(device).type != "cpu":
         use_fused_rms_norm(model)
+    if torch.device(device).type != "cpu":
+        use_fused_mlp(model)  # bf16 inference on CUDA takes it; the same bits as the stock MLP
     if model_cfg.get("fast_attention", True):
         enable_fast_attention(model)
     if model_cfg.get("truncate_encoder", True):

@@ -11,8 +11,9 @@ Every prompt starts with the same tokens (system turn, ``user``, ``Audio 1: <|au
 ``prompt.audio_position: after_question`` the whole question too): their keys and values are
 computed once per call and every row attends to them (:class:`qvad.model.fast_attention.SharedPrefix`),
 so each row only runs its own tokens through the language model. Positions and attention are
-those of the full prompt, so the answer is the same function of the inputs. While the GPU runs
-one batch, the next is prepared.
+those of the full prompt, so the answer is the same function of the inputs. The last decoder
+layer then runs only the answer slot (:mod:`qvad.model.answer_slot`). While the GPU runs one
+batch, the next is prepared.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from torch import nn
 from torch.nn.attention.bias import CausalBias
 from transformers import PreTrainedModel
 
+from qvad.model.answer_slot import answer_slot_enabled, enable_answer_slot
 from qvad.model.collate import ABCollator
 from qvad.model.fast_attention import (
     MIN_PREFIX_TOKENS,
@@ -105,6 +107,7 @@ def score_ab_logits(
     *,
     prefix_cache: bool = True,
     device_mel: bool = True,
+    answer_slot: bool = True,
 ) -> np.ndarray:
     """Return float32 ``[n, 2]`` answer logits (column 0 = 'A' = speech, 1 = 'B'), in input order.
 
@@ -113,7 +116,9 @@ def score_ab_logits(
     ``feature_device`` is passed to :class:`ABCollator`; None means the model's device (the
     log-mel is then computed on the GPU when the model is there). ``prefix_cache`` computes the
     shared prompt prefix's keys/values once and lets every row attend to them (exact); False runs
-    every row's full prompt. ``device_mel`` is passed to :class:`ABCollator`.
+    every row's full prompt. ``device_mel`` is passed to :class:`ABCollator`. ``answer_slot``
+    (with the prefix) runs the last decoder layer at the answer slot only; False runs it at every
+    position (for A/B measurements).
 
     Nothing waits for the GPU between batches: token work happens on the host, copies are
     non-blocking, and the logits stay on the device until the last batch is queued (one copy
@@ -130,6 +135,8 @@ def score_ab_logits(
     text_model = lm_model.language_model
     if prefix_cache and not fast_attention_enabled(text_model):
         enable_fast_attention(text_model)
+    if prefix_cache and answer_slot and not answer_slot_enabled(text_model):
+        enable_answer_slot(text_model)
     n_layers = text_model.config.num_hidden_layers
     dtype = text_model.get_input_embeddings().weight.dtype
     order = np.argsort([-len(a) for a in audios], kind="stable")
@@ -147,6 +154,7 @@ def score_ab_logits(
                     if len(tokens) >= MIN_PREFIX_TOKENS:
                         prefix = compute_shared_prefix(text_model, tokens.to(device))
                         prefix.tokens = tokens  # host copy: rows are split on the host
+                        prefix.answer_slot = answer_slot
                     else:
                         prefix_cache = False
                 inputs = _model_inputs(batch, prefix, text_model.config, dtype, device)
