@@ -91,7 +91,7 @@ class DetectorConfig:
     def from_dict(cls, raw: Any, source: str | os.PathLike = DETECTOR_FILE) -> "DetectorConfig":
         """Validate ``raw`` (the parsed JSON); :class:`DetectorConfigError` names ``source`` and the key."""
         from qvad.data.level import METHODS
-        from qvad.model.prompt import ANSWER_NONSPEECH, ANSWER_SPEECH, AUDIO_POSITIONS
+        from qvad.model.prompt import ANSWER_NONSPEECH, ANSWER_SPEECH, AUDIO_POSITIONS, audio_position
 
         def fail(key: str, message: str) -> DetectorConfigError:
             return DetectorConfigError(f"{source}: {key}: {message}")
@@ -113,9 +113,11 @@ class DetectorConfig:
         for key in ("system", "user"):
             if not need(prompt, key, str, "prompt.").strip():
                 raise fail(f"prompt.{key}", "must not be empty")
-        position = prompt.get("audio_position") or AUDIO_POSITIONS[0]  # older files: audio first
-        if position not in AUDIO_POSITIONS:
-            raise fail("prompt.audio_position", f"must be one of {list(AUDIO_POSITIONS)}, got {position!r}")
+        try:
+            position = audio_position(prompt)  # older files have none: audio first
+        except ValueError:
+            raise fail("prompt.audio_position",
+                       f"must be one of {list(AUDIO_POSITIONS)}, got {prompt.get('audio_position')!r}") from None
         container_ms = need(raw, "container_ms", int)
         if container_ms < 0:
             raise fail("container_ms", f"must be >= 0 (0: no container), got {container_ms}")
@@ -194,14 +196,14 @@ def detector_config(params: Mapping[str, Any], temperature: float, threshold: fl
     ``window_ms`` defaults to the longest training clip (``max(mix.durations_ms)``), the longest
     stretch of audio the model has learnt to judge inside its container; ``hop_ms`` to half of it.
     """
-    from qvad.model.prompt import AUDIO_POSITIONS
+    from qvad.model.prompt import audio_position
 
     mix, norm = params["mix"], params["normalize"]
     chosen = prompt or params["prompt"]
     window = int(window_ms if window_ms is not None else max(mix["durations_ms"]))
     return {
         "prompt": {"system": chosen["system"], "user": chosen["user"],
-                   "audio_position": chosen.get("audio_position") or AUDIO_POSITIONS[0]},
+                   "audio_position": audio_position(chosen)},
         "container_ms": int(mix["container_ms"]),
         "container_noise_rel_db": float(mix["container_noise_rel_db"]),
         "normalize": {k: norm[k] for k in ("method", "peak_target", "headroom_db", "rms_dbfs")},

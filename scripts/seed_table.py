@@ -21,7 +21,6 @@ import argparse
 import json
 import subprocess
 import sys
-from io import StringIO
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from qvad.analysis import bootstrap, metrics  # noqa: E402
+from scripts.compare_runs import predictions  # noqa: E402
 
 SYSTEMS = ("model", "silero", "ten", "webrtc")
 
@@ -85,10 +85,7 @@ def per_run_table(runs: list[dict]) -> pd.DataFrame:
 
 def ensemble(runs: list[dict], n_boot: int, seed: int) -> dict | None:
     """Mean calibrated P(speech) of every run's model on shared test clips, or None if clips differ."""
-    import dvc.api
-
-    frames = [pd.read_csv(StringIO(dvc.api.read("data/eval/predictions.csv", repo=str(ROOT), rev=run["rev"])))
-              for run in runs]
+    frames = [predictions(run["rev"]) for run in runs]
     ids = [tuple(f["clip_id"]) for f in frames]
     if len(set(ids)) != 1:
         return None

@@ -17,7 +17,7 @@ from typing import Any, Mapping
 import torch
 from peft import PeftModel
 
-from qvad.model.prompt import AUDIO_POSITIONS
+from qvad.model.prompt import audio_position
 from qvad.common.atomic import write_json
 from qvad.model.encoder_truncation import enable_encoder_truncation
 from qvad.model.loading import load_model_and_processor
@@ -55,7 +55,7 @@ def read_prompt(path: Path = PROMPT) -> dict[str, str]:
     layout the adapter was trained with; a file without it predates the param: audio first)."""
     chosen = json.loads(path.read_text(encoding="utf-8"))
     return {"system": chosen["system"], "user": chosen["user"],
-            "audio_position": chosen.get("audio_position") or AUDIO_POSITIONS[0]}
+            "audio_position": audio_position(chosen)}
 
 
 def base_cfg(model_cfg: Mapping[str, Any], base: Path = BASE) -> dict[str, Any]:

@@ -13,9 +13,8 @@ from __future__ import annotations
 import re
 import unicodedata
 
-SPEECH_LETTER = "A"
-NONSPEECH_LETTER = "B"
-"""Mirror the answer tokens the scorer reads (the project's prompt module: 'A' speech, 'B' non-speech)."""
+from qvad.model.prompt import ANSWER_NONSPEECH as NONSPEECH_LETTER
+from qvad.model.prompt import ANSWER_SPEECH as SPEECH_LETTER
 
 MIN_CHARS = 20
 MAX_CHARS = 400
