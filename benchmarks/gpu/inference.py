@@ -65,7 +65,7 @@ def time_naive(model, processor, clips, batch: int, prompt_cfg) -> dict:
     return throughput(lambda chunk: naive_logits(model, processor, chunk, batch, prompt_cfg), clips, batch)
 
 
-class stock_attention:  # noqa: N801 - a context manager used like a function
+class stock_forwards:  # noqa: N801 - a context manager used like a function
     """The stock ``Qwen2Attention`` and ``Qwen2MLP`` forwards inside the block (naive and landed
     paths, plain reference path)."""
 
@@ -98,7 +98,7 @@ def mel_checks(processor, prompt_cfg, clips: list[np.ndarray]) -> dict:
 def scorer_checks(model, processor, prompt_cfg, clips: list[np.ndarray]) -> dict:
     """The scorer (shared prefix, fused rotary) vs the plain path (full prompts, stock attention), batch 4."""
     fast = score_ab_logits(model, processor, clips, prompt_cfg, 4, DEVICE)
-    with stock_attention(model):
+    with stock_forwards(model):
         plain = score_ab_logits(model, processor, clips, prompt_cfg, 4, DEVICE, prefix_cache=False)
         landed = landed_scoring.score_ab_logits(model, processor, clips, prompt_cfg, 4, DEVICE)
     margin = lambda x: x[:, 0] - x[:, 1]  # noqa: E731
@@ -211,7 +211,7 @@ def naive_rows(bench: Bench, model, proc) -> None:
     disable_encoder_truncation(model)
     batch = 8 if bench.small else 64
     n = max(3 * batch, 16 if bench.small else 192)
-    with stock_attention(model):
+    with stock_forwards(model):
         try:
             row = {"config": NAIVE_LABEL, **time_naive(model, proc, one_second_clips(n, 5), batch, bench.prompt_cfg)}
         except Exception as exc:  # noqa: BLE001
@@ -229,7 +229,7 @@ def inference_section(bench: Bench, model, proc) -> None:
     if "naive" not in bench.skip:
         naive_rows(bench, model, proc)
     b = 8 if small else 512
-    with stock_attention(model):
+    with stock_forwards(model):
         scorer_row(bench, model, proc, "landed_scorer_1s", one_second_clips, b, scorer=landed_scoring.score_ab_logits)
     for batch in ([8, 16] if small else [512, 1024]):
         scorer_row(bench, model, proc, "scorer_1s", one_second_clips, batch)

@@ -14,7 +14,7 @@ from qvad.model.scoring import score_ab_logits
 
 from . import landed_scoring
 from .common import CUDA, DEVICE, Bench, log, one_second_clips, sync
-from .inference import QFIRST, stock_attention
+from .inference import QFIRST, stock_forwards
 
 ACTIVITIES = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if CUDA else [])
 KERNEL_CATEGORIES = (  # first match wins; the rest is "elementwise/reduce/other"
@@ -110,7 +110,7 @@ def run_profile(bench: Bench, model, proc, batch: int) -> None:
     rows = bench.report.setdefault("profile", {})
     small = bench.small
     n = 1 if small else 2
-    with stock_attention(model):
+    with stock_forwards(model):
         rows["landed_scorer_1s"] = scorer_profile(model, proc, bench.prompt_cfg, batch, n, landed_scoring.score_ab_logits)
     log(f"profile landed: {rows['landed_scorer_1s']['by_category_s']} busy {rows['landed_scorer_1s']['gpu_busy_fraction']}")
     rows["scorer_1s"] = scorer_profile(model, proc, bench.prompt_cfg, batch, n)
