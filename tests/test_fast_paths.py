@@ -32,6 +32,8 @@ from qvad.model.fast_attention import (
     fused_rotary_applies,
     rotary,
 )
+from qvad.model import prefix_split
+from qvad.model.forward_patch import patch_forward, restore_forward, runs_forward
 from qvad.model.loading import load_model_and_processor
 from qvad.model.lora import apply_lora
 from qvad.model.presets.qwen2_tokenizer import SPECIAL_TOKEN_IDS, build_qwen2_audio_tokenizer, find_ranks_file
@@ -141,7 +143,12 @@ def test_unpadded_batches_take_the_causal_bias_and_agree(tiny_dir: Path, positio
     bias = prefix_attention_mask(rest_mask, 5, "sdpa", torch.float32, causal_bias=True)
     explicit = prefix_attention_mask(rest_mask, 5, "eager", torch.float32)[0, 0] == 0  # the tensor form
     assert isinstance(bias, CausalBias) and torch.equal(bias._materialize(), explicit)
+    split_calls: list[int] = []
+    split = fast_attention.split_prefix_attention
+    monkeypatch.setattr(fast_attention, "split_prefix_attention",
+                        lambda *a, **kw: split_calls.append(1) or split(*a, **kw))
     fast = score_ab_logits(model, processor, clips, cfg, 3)
+    assert len(split_calls) == 2 * model.config.text_config.num_hidden_layers  # two batches, every layer
     plain = score_ab_logits(model, processor, clips, cfg, 3, prefix_cache=False)
     assert np.abs(fast - plain).max() < 1e-5
     model.train()
@@ -190,6 +197,54 @@ def test_question_first_prefix_covers_the_question(tiny_dir: Path) -> None:
         first_audio = int((ids == processor.audio_token_id).nonzero()[0, 0])
         widths[position] = (len(ids), len(ids) - first_audio)
     assert widths["after_question"][1] < widths["before_question"][1] - 20
+
+
+# --------------------------------------------------------------------------------------------
+# prefix and own keys attended apart
+def _split_inputs(device: str, dtype: torch.dtype, kv_heads: int, seed: int = 0):
+    gen = torch.Generator(device=device).manual_seed(seed)
+    def rnd(*shape):  # noqa: ANN002, ANN202
+        return torch.randn(*shape, device=device, generator=gen).to(dtype)
+    return (rnd(3, 9, 4, 32), rnd(3, 9, kv_heads, 32), rnd(3, 9, kv_heads, 32), rnd(1, 6, kv_heads, 32),
+            rnd(1, 6, kv_heads, 32))
+
+
+def _joint_attention(q, k, v, pk, pv, scale):  # noqa: ANN001, ANN202
+    """The single attention the split replaces: prefix keys then own keys, lower-right causal (float32)."""
+    rows, tokens, heads = q.shape[:3]
+    keys = torch.cat([pk.expand(rows, -1, -1, -1), k], 1).repeat_interleave(heads // k.shape[2], 2)
+    values = torch.cat([pv.expand(rows, -1, -1, -1), v], 1).repeat_interleave(heads // k.shape[2], 2)
+    mask = prefix_attention_mask(torch.ones(rows, tokens, dtype=torch.long, device=q.device), pk.shape[1], "sdpa",
+                                 torch.float32)
+    out = torch.nn.functional.scaled_dot_product_attention(
+        q.transpose(1, 2).float(), keys.transpose(1, 2).float(), values.transpose(1, 2).float(), mask, scale=scale)
+    return out.transpose(1, 2).reshape(rows, tokens, -1)
+
+
+@pytest.mark.parametrize("kv_heads", [4, 2])
+def test_split_prefix_attention_is_the_joint_attention(kv_heads: int) -> None:
+    """Prefix and own keys attended apart and merged by log-sum-exp equal one attention over both,
+    for every position and for the last one alone (the answer slot), with grouped-query heads too."""
+    q, k, v, pk, pv = _split_inputs("cpu", torch.float32, kv_heads)
+    joint = _joint_attention(q, k, v, pk, pv, 0.3)
+    split = prefix_split.split_prefix_attention(q, k, v, pk, pv, 0.3)
+    last = prefix_split.split_prefix_attention(q, k, v, pk, pv, 0.3, last_query=True)
+    assert split.shape == joint.shape and last.shape == (3, 1, joint.shape[-1])
+    assert (split - joint).abs().max() < 1e-5 and (last[:, 0] - joint[:, -1]).abs().max() < 1e-5
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="flash attention and the merge kernel run on CUDA only")
+def test_split_prefix_attention_on_cuda_matches_the_joint_attention_in_bf16() -> None:
+    """bfloat16 through flash attention and the Triton merge: within the rounding of the two partial outputs."""
+    q, k, v, pk, pv = _split_inputs("cuda", torch.bfloat16, 4)
+    q, k, v = (x.repeat(1, 8, 1, 1) for x in (q, k, v))  # 72 own tokens
+    q, k, v, pk, pv = (x.repeat_interleave(4, dim=-1) for x in (q, k, v, pk, pv))  # head dim 128, the 7B's
+    joint = _joint_attention(q, k, v, pk, pv, 128 ** -0.5)
+    with torch.inference_mode():
+        split = prefix_split.split_prefix_attention(q, k, v, pk, pv, 128 ** -0.5)
+        last = prefix_split.split_prefix_attention(q, k, v, pk, pv, 128 ** -0.5, last_query=True)
+    assert prefix_split.MERGE_KERNEL_ERROR is None and split.dtype == torch.bfloat16
+    assert (split.float() - joint).abs().max() < 2e-2 and (last[:, 0].float() - joint[:, -1]).abs().max() < 2e-2
 
 
 # --------------------------------------------------------------------------------------------
@@ -335,3 +390,20 @@ def test_real_tokenizer_gives_qwen2_audio_ids() -> None:
         assert tokenizer.decode(expected) == phrase
     assert {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKEN_IDS} == SPECIAL_TOKEN_IDS
     assert len(tokenizer) == 151649 and tokenizer.encode("A") == [32] and tokenizer.encode("B") == [33]
+
+
+def test_restore_forward_gives_back_only_its_own_forward() -> None:
+    """patch_forward binds per instance; restore_forward removes that forward and leaves another
+    installer's (an accelerate hook, say) in place."""
+    ours, theirs, untouched = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+
+    def doubled(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
+        return 2 * torch.nn.Linear.forward(self, x)
+
+    x = torch.ones(1, 2)
+    assert patch_forward([ours], doubled, _qvad_option=3) == 1 and ours._qvad_option == 3
+    theirs.forward = lambda inputs: inputs
+    assert torch.equal(ours(x), 2 * torch.nn.Linear.forward(ours, x)) and torch.equal(untouched(x), untouched.forward(x))
+    assert runs_forward(ours, doubled) and not runs_forward(theirs, doubled)
+    assert restore_forward([ours, theirs, untouched], doubled) == 1
+    assert "forward" not in ours.__dict__ and "forward" in theirs.__dict__

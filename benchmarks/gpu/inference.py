@@ -173,8 +173,13 @@ def inference_checks(model, processor, prompt_cfg) -> dict:
 
     checks = {"rotary": rotary_checks(), "silu_mul": silu_mul_checks(), **mel_checks(processor, prompt_cfg, mixed)}
     checks["fused_rotary_error"] = fast_attention.FUSED_ROTARY_ERROR
+    equal = one_second_clips(8, 11)  # unpadded batches: the split prefix attention (qvad.model.prefix_split)
     for name, cfg in (("before_question", prompt_cfg), ("after_question", {**prompt_cfg, **QFIRST})):
         checks[f"scorer_{name}"] = scorer_checks(model, processor, cfg, mixed * 2)
+        checks[f"scorer_unpadded_{name}"] = scorer_checks(model, processor, cfg, equal)
+    from qvad.model import prefix_split
+
+    checks["merge_kernel_error"] = prefix_split.MERGE_KERNEL_ERROR
     return checks
 
 
@@ -241,6 +246,11 @@ def inference_section(bench: Bench, model, proc) -> None:
         scorer_row(bench, model, proc, "scorer_2s_container_question_first", container_clips, batch, qfirst)
     top = best(bench.report["inference"], "scorer_1s")
     b = top["batch"] if top else b
+    enable_fast_attention(model, split_prefix=False)
+    scorer_row(bench, model, proc, "scorer_1s_prefix_buffers", one_second_clips, b)
+    scorer_row(bench, model, proc, "scorer_2s_container_prefix_buffers", container_clips, 8 if small else 1024)
+    scorer_row(bench, model, proc, "scorer_1s_question_first_prefix_buffers", one_second_clips,
+               16 if small else 2048, qfirst)
     enable_fast_attention(model, fused_rotary=False)
     scorer_row(bench, model, proc, "scorer_1s_stock_rotary", one_second_clips, b)
     enable_fast_attention(model)

@@ -13,7 +13,7 @@ from qvad.model.collate import ABCollator
 from qvad.model.scoring import score_ab_logits
 
 from . import landed_scoring
-from .common import CUDA, DEVICE, Bench, log, one_second_clips, sync
+from .common import CUDA, DEVICE, Bench, container_clips, log, one_second_clips, sync
 from .inference import QFIRST, stock_forwards
 
 ACTIVITIES = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if CUDA else [])
@@ -66,8 +66,9 @@ def _profiled(fn, warm) -> dict:
     return kernel_breakdown(prof, wall)
 
 
-def scorer_profile(model, proc, prompt_cfg, batch: int, n_batches: int, scorer=score_ab_logits) -> dict:
-    clips = one_second_clips(batch * n_batches, 5)
+def scorer_profile(model, proc, prompt_cfg, batch: int, n_batches: int, scorer=score_ab_logits,
+                   clips_fn=one_second_clips) -> dict:
+    clips = clips_fn(batch * n_batches, 5)
     return _profiled(lambda: scorer(model, proc, clips, prompt_cfg, batch, DEVICE),
                      lambda: scorer(model, proc, clips[:batch], prompt_cfg, batch, DEVICE))
 
@@ -116,6 +117,7 @@ def run_profile(bench: Bench, model, proc, batch: int) -> None:
     rows["scorer_1s"] = scorer_profile(model, proc, bench.prompt_cfg, batch, n)
     log(f"profile scorer: {rows['scorer_1s']['by_category_s']} busy {rows['scorer_1s']['gpu_busy_fraction']}")
     rows["scorer_1s_question_first"] = scorer_profile(model, proc, {**bench.prompt_cfg, **QFIRST}, 2 * batch, n)
+    rows["scorer_2s_container"] = scorer_profile(model, proc, bench.prompt_cfg, batch, n, clips_fn=container_clips)
     rows["collate_one_batch_s"] = host_collate_s(proc, bench.prompt_cfg, batch)
     bench.save()
 

@@ -16,7 +16,6 @@ whose ``answer_slot`` is set and has finished recording, without gradients; anyt
 
 from __future__ import annotations
 
-import types
 from typing import Any
 
 import torch
@@ -24,6 +23,7 @@ from torch import nn
 from transformers.models.qwen2.modeling_qwen2 import Qwen2DecoderLayer
 
 from qvad.model.fast_attention import LAST_QUERY_KWARG, PREFIX_KWARG, fast_attention_enabled
+from qvad.model.forward_patch import patch_forward, runs_forward
 
 
 def _answer_slot_applies(kwargs: dict[str, Any]) -> bool:
@@ -60,11 +60,9 @@ def enable_answer_slot(text_model: nn.Module) -> None:
     """Give the last decoder layer of ``text_model`` (a Qwen2 model with fast attention) the answer-slot forward."""
     if not fast_attention_enabled(text_model):
         raise RuntimeError("the answer slot needs qvad.model.fast_attention's attention: enable_fast_attention first")
-    layer = _last_layer(text_model)
-    layer.forward = types.MethodType(_last_layer_forward, layer)
+    patch_forward([_last_layer(text_model)], _last_layer_forward)
 
 
 def answer_slot_enabled(text_model: nn.Module) -> bool:
     """Whether the last decoder layer of ``text_model`` runs :func:`_last_layer_forward`."""
-    forward = _last_layer(text_model).__dict__.get("forward")
-    return getattr(forward, "__func__", None) is _last_layer_forward
+    return runs_forward(_last_layer(text_model), _last_layer_forward)

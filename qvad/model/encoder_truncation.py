@@ -21,13 +21,14 @@ the matching slice of the positional table.
 
 from __future__ import annotations
 
-import types
 from typing import Any
 
 import torch
 from torch import nn
 from transformers.modeling_outputs import BaseModelOutput
 from transformers.models.qwen2_audio.modeling_qwen2_audio import Qwen2AudioEncoder, Qwen2AudioModel
+
+from qvad.model.forward_patch import modules_of, patch_forward, restore_forward, runs_forward
 
 CONV_MARGIN_FRAMES = 3
 """Frames kept past the last valid one so the conv stack's boundary outputs stay exact (see module doc)."""
@@ -116,16 +117,15 @@ def enable_encoder_truncation(model: nn.Module, multiple: int = 20) -> None:
     trainable copies in ``modules_to_save``. Call it again after wrapping to be sure.
     """
     _check_multiple(multiple)
-    encoders = [m for m in model.modules() if isinstance(m, Qwen2AudioEncoder)]
+    encoders = modules_of(model, Qwen2AudioEncoder)
     models = [m for m in model.modules() if isinstance(m, Qwen2AudioModel)]
     if not encoders or not models:
         raise TypeError(f"{type(model).__name__} holds no Qwen2AudioModel / Qwen2AudioEncoder to truncate")
     for encoder in encoders:
-        current = encoder.__dict__.get("forward")
-        if current is not None and getattr(current, "__func__", None) is not _forward_valid_frames:
+        if "forward" in encoder.__dict__ and not runs_forward(encoder, _forward_valid_frames):
             # e.g. an accelerate dispatch hook: replacing it would silently drop device moves.
             raise RuntimeError("the audio encoder's forward is already wrapped; cannot enable truncation")
-        encoder.forward = types.MethodType(_forward_valid_frames, encoder)
+    patch_forward(encoders, _forward_valid_frames)
     max_frames = full_frames(encoders[0])
     for qwen_model in models:
         old = getattr(qwen_model, _HOOK_ATTR, None)
@@ -137,10 +137,8 @@ def enable_encoder_truncation(model: nn.Module, multiple: int = 20) -> None:
 
 def disable_encoder_truncation(model: nn.Module) -> None:
     """Restore the stock 30 s encoder path everywhere in ``model`` (idempotent)."""
+    restore_forward(modules_of(model, Qwen2AudioEncoder), _forward_valid_frames)
     for module in model.modules():
-        if isinstance(module, Qwen2AudioEncoder) and "forward" in module.__dict__:
-            if getattr(module.__dict__["forward"], "__func__", None) is _forward_valid_frames:
-                del module.forward
         if isinstance(module, Qwen2AudioModel) and getattr(module, _HOOK_ATTR, None) is not None:
             getattr(module, _HOOK_ATTR).remove()
             setattr(module, _HOOK_ATTR, None)

@@ -17,8 +17,9 @@ Two things cost the 7B scorer and train step more than their arithmetic (measure
   checkpointed layers, a keyword travels with the layer's inputs) and it carries gradients, so
   training uses it too. Keys/values are kept ``[batch, tokens, heads, dim]`` (the projection's
   own layout); in scoring k is rotated straight into a keys buffer after the prefix (no
-  concatenation), and a batch without padding attends through a lower-right ``CausalBias`` (flash
-  attention, no mask tensor) on CUDA.
+  concatenation). A batch without padding (a lower-right ``CausalBias`` mask, used on CUDA) skips
+  the buffers: it attends to the prefix and to its own keys apart and merges the two by their
+  log-sum-exp (qvad.model.prefix_split), so the prefix is never copied into the rows.
 
 The forward replaces ``Qwen2Attention.forward`` per instance (:func:`enable_fast_attention`); it
 computes what the stock forward computes, in the same order, and falls back to the stock
@@ -28,7 +29,6 @@ cache/attention interface for ``generate``.
 from __future__ import annotations
 
 import contextlib
-import types
 import warnings
 from typing import Any, Iterator
 
@@ -38,6 +38,8 @@ from torch.nn.attention.bias import CausalBias, causal_lower_right
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.models.qwen2.modeling_qwen2 import Qwen2Attention, eager_attention_forward, rotate_half
 
+from qvad.model.forward_patch import modules_of, patch_forward, restore_forward, runs_forward
+from qvad.model.prefix_split import split_prefix_attention
 from qvad.model.triton_bf16 import tl, triton
 
 if triton is not None:
@@ -405,6 +407,16 @@ def _attention_forward(self: Qwen2Attention, hidden_states: torch.Tensor,
     fused = getattr(self, "_qvad_fused_rotary", True)
     if prefix is not None and past_key_values is not None:
         raise ValueError("a shared prefix and a KV cache cannot be combined")
+    if (prefix is not None and not prefix.recording and not torch.is_grad_enabled()
+            and isinstance(attention_mask, CausalBias) and getattr(self, "_qvad_split_prefix", True)
+            and self.config._attn_implementation == "sdpa" and self.sliding_window is None):
+        # Scoring an unpadded batch: the prefix and the rows' own keys are attended apart and
+        # merged (qvad.model.prefix_split), so the prefix is never copied into the rows.
+        query, key = rotary(query, key, cos, sin, fused=fused)
+        prefix_key, prefix_value = prefix.kv[self.layer_idx]
+        prefix.reads += 1
+        attended = split_prefix_attention(query, key, value, prefix_key, prefix_value, self.scaling, last_query)
+        return self.o_proj(attended), None
     if prefix is not None and not prefix.recording and not torch.is_grad_enabled():
         # Scoring: k is rotated straight into the keys buffer after the prefix, v copied once.
         full_key, full_value = prefix.buffers(self.layer_idx, key, value)
@@ -442,32 +454,22 @@ def _attention_layers(model: nn.Module) -> int:
     return sum(1 for m in model.modules() if isinstance(m, Qwen2Attention))
 
 
-def enable_fast_attention(model: nn.Module, fused_rotary: bool = True) -> int:
+def enable_fast_attention(model: nn.Module, fused_rotary: bool = True, split_prefix: bool = True) -> int:
     """Give every ``Qwen2Attention`` in ``model`` this module's forward (idempotent); returns how many.
 
-    ``fused_rotary`` False keeps the stock rotary expression on CUDA too (for A/B measurements).
+    ``fused_rotary`` False keeps the stock rotary expression on CUDA too; ``split_prefix`` False
+    scores unpadded batches through the prefix buffers too (both for A/B measurements).
     """
-    count = 0
-    for module in model.modules():
-        if isinstance(module, Qwen2Attention):
-            module.forward = types.MethodType(_attention_forward, module)
-            module._qvad_fused_rotary = fused_rotary
-            count += 1
-    return count
+    return patch_forward(modules_of(model, Qwen2Attention), _attention_forward, _qvad_fused_rotary=fused_rotary,
+                         _qvad_split_prefix=split_prefix)
 
 
 def disable_fast_attention(model: nn.Module) -> int:
     """Restore the stock ``Qwen2Attention.forward`` everywhere in ``model``; returns how many."""
-    count = 0
-    for module in model.modules():
-        if isinstance(module, Qwen2Attention) and "forward" in module.__dict__:
-            del module.forward
-            count += 1
-    return count
+    return restore_forward(modules_of(model, Qwen2Attention), _attention_forward)
 
 
 def fast_attention_enabled(model: nn.Module) -> bool:
     """Whether every ``Qwen2Attention`` in ``model`` runs :func:`_attention_forward`."""
-    layers = [m for m in model.modules() if isinstance(m, Qwen2Attention)]
-    return bool(layers) and all(
-        getattr(m.__dict__.get("forward"), "__func__", None) is _attention_forward for m in layers)
+    layers = modules_of(model, Qwen2Attention)
+    return bool(layers) and all(runs_forward(m, _attention_forward) for m in layers)

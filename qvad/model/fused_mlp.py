@@ -15,13 +15,13 @@ CUDA, in bfloat16, for ``hidden_act == 'silu'``; everything else runs the stock 
 
 from __future__ import annotations
 
-import types
 import warnings
 
 import torch
 from torch import nn
 from transformers.models.qwen2.modeling_qwen2 import Qwen2MLP
 
+from qvad.model.forward_patch import modules_of, patch_forward, restore_forward
 from qvad.model.triton_bf16 import tl, triton
 
 FUSED_MLP_ERROR: str | None = None
@@ -73,19 +73,9 @@ def _mlp_forward(self: Qwen2MLP, x: torch.Tensor) -> torch.Tensor:
 
 def use_fused_mlp(model: nn.Module) -> int:
     """Give every SiLU ``Qwen2MLP`` of ``model`` the fused activation (idempotent); returns how many."""
-    count = 0
-    for module in model.modules():
-        if isinstance(module, Qwen2MLP) and module.config.hidden_act == "silu":
-            module.forward = types.MethodType(_mlp_forward, module)
-            count += 1
-    return count
+    return patch_forward([m for m in modules_of(model, Qwen2MLP) if m.config.hidden_act == "silu"], _mlp_forward)
 
 
 def disable_fused_mlp(model: nn.Module) -> int:
     """Restore the stock ``Qwen2MLP.forward`` everywhere in ``model`` (for A/B measurements)."""
-    count = 0
-    for module in model.modules():
-        if isinstance(module, Qwen2MLP) and "forward" in module.__dict__:
-            del module.forward
-            count += 1
-    return count
+    return restore_forward(modules_of(model, Qwen2MLP), _mlp_forward)

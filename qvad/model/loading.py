@@ -7,7 +7,6 @@ same LoRA scope.
 
 from __future__ import annotations
 
-import types
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -19,6 +18,7 @@ from transformers.models.qwen2_audio.modeling_qwen2_audio import Qwen2AudioModel
 
 from qvad.model.encoder_truncation import enable_encoder_truncation
 from qvad.model.fast_attention import enable_fast_attention
+from qvad.model.forward_patch import modules_of, patch_forward
 from qvad.model.fused_mlp import use_fused_mlp
 from qvad.model.presets import LOCAL_PRESETS, PRESETS
 
@@ -96,12 +96,7 @@ def use_fused_rms_norm(model: torch.nn.Module) -> int:
     kernel also accumulates in float32; the product with the weight is rounded once instead of
     twice (bf16 outputs differ by at most an ulp or so). Returns the number of norms switched.
     """
-    count = 0
-    for module in model.modules():
-        if isinstance(module, Qwen2RMSNorm):
-            module.forward = types.MethodType(_fused_rms_norm_forward, module)
-            count += 1
-    return count
+    return patch_forward(modules_of(model, Qwen2RMSNorm), _fused_rms_norm_forward)
 
 
 def _cast_features_hook(module: Qwen2AudioModel, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
