@@ -13,8 +13,8 @@ from transformers import GenerationConfig, PreTrainedTokenizerFast, Qwen2Config,
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-DEFAULT_PROMPT = ("Choose one: A) SPEECH (human voice) B) NONSPEECH (music/noise/silence/animals). "
-                  "Answer with A or B ONLY.")
+
+from qvad.model.prompt import DEFAULT_USER_TEXT  # noqa: E402
 
 
 def voiced_like(seconds: float, sr: int = 16_000, f0: float = 140.0, seed: int = 0) -> np.ndarray:
@@ -42,7 +42,7 @@ def build_tiny_causal_lm(out: Path) -> Path:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    bpe.train_from_iterator([DEFAULT_PROMPT, "Is there human speech? <prompt> </prompt> score"] * 4, trainer=trainer)
+    bpe.train_from_iterator([DEFAULT_USER_TEXT, "Is there human speech? <prompt> </prompt> score"] * 4, trainer=trainer)
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>")
     tokenizer.chat_template = (
         "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"

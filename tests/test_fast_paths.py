@@ -407,3 +407,36 @@ def test_restore_forward_gives_back_only_its_own_forward() -> None:
     assert runs_forward(ours, doubled) and not runs_forward(theirs, doubled)
     assert restore_forward([ours, theirs, untouched], doubled) == 1
     assert "forward" not in ours.__dict__ and "forward" in theirs.__dict__
+
+
+def _encoder_attention(device: str, dtype: torch.dtype):  # noqa: ANN202
+    from transformers import Qwen2AudioEncoderConfig
+    from transformers.models.qwen2_audio.modeling_qwen2_audio import Qwen2AudioAttention
+
+    config = Qwen2AudioEncoderConfig(d_model=1280, encoder_attention_heads=20)
+    config._attn_implementation = "sdpa"
+    torch.manual_seed(0)
+    attn = Qwen2AudioAttention(1280, 20, config=config).to(device, dtype).eval()
+    gen = torch.Generator(device=device).manual_seed(1)
+    x = torch.randn(3, 60, 1280, device=device, generator=gen).to(dtype)
+    mask = torch.zeros(3, 1, 60, 60, device=device, dtype=dtype)
+    mask[1, ..., 50:] = torch.finfo(dtype).min  # a shorter clip's padded frames
+    return attn, x, mask
+
+
+@pytest.mark.parametrize("device", ["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+def test_strided_encoder_attention_is_the_stock_attention(device: str) -> None:
+    """Views instead of contiguous copies into SDPA: the stock numbers (bit for bit on CUDA in bf16)."""
+    from qvad.model.encoder_attention import disable_strided_encoder_attention, use_strided_encoder_attention
+
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    attn, x, mask = _encoder_attention(device, dtype)
+    with torch.inference_mode():
+        stock = attn(x, mask)[0]
+        assert use_strided_encoder_attention(attn) == 1
+        strided = attn(x, mask)[0]
+        assert disable_strided_encoder_attention(attn) == 1
+    if device == "cuda":
+        assert torch.equal(strided, stock)
+    else:
+        assert (strided - stock).abs().max() < 1e-5

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from qvad.model.collate import ABCollator
+from qvad.model.encoder_attention import disable_strided_encoder_attention, use_strided_encoder_attention
 from qvad.model.encoder_truncation import disable_encoder_truncation, enable_encoder_truncation
 from qvad.model.fast_attention import _FusedRotary, _rotary_reference, disable_fast_attention, enable_fast_attention
 from qvad.model.fused_mlp import disable_fused_mlp, silu_mul, use_fused_mlp
@@ -75,10 +76,12 @@ class stock_forwards:  # noqa: N801 - a context manager used like a function
     def __enter__(self) -> None:
         disable_fast_attention(self.model)
         disable_fused_mlp(self.model)
+        disable_strided_encoder_attention(self.model)
 
     def __exit__(self, *exc: object) -> None:
         enable_fast_attention(self.model)
         use_fused_mlp(self.model)
+        use_strided_encoder_attention(self.model)
 
 
 # --------------------------------------------------------------------------------------------
@@ -259,4 +262,7 @@ def inference_section(bench: Bench, model, proc) -> None:
     disable_fused_mlp(model)
     scorer_row(bench, model, proc, "scorer_1s_stock_mlp", one_second_clips, b)
     use_fused_mlp(model)
+    disable_strided_encoder_attention(model)
+    scorer_row(bench, model, proc, "scorer_2s_container_stock_encoder_attention", container_clips, 8 if small else 1024)
+    use_strided_encoder_attention(model)
     bench.save()

@@ -73,6 +73,32 @@ def scorer_profile(model, proc, prompt_cfg, batch: int, n_batches: int, scorer=s
                      lambda: scorer(model, proc, clips[:batch], prompt_cfg, batch, DEVICE))
 
 
+MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::linear", "aten::matmul", "aten::bmm", "aten::baddbmm")
+
+
+def op_sources(model, proc, prompt_cfg, batch: int, clips_fn=one_second_clips) -> list[dict]:
+    """The scorer's GPU time outside matmuls by aten op and the project or transformers lines that
+    called it (one batch): where copies and elementwise kernels come from."""
+    clips = clips_fn(batch, 5)
+
+    def run() -> None:
+        score_ab_logits(model, proc, clips, prompt_cfg, batch, DEVICE)
+
+    run()
+    sync()
+    with profile(activities=ACTIVITIES, record_shapes=True, with_stack=True) as prof:
+        run()
+        sync()
+    rows = []
+    for e in prof.key_averages(group_by_input_shape=True, group_by_stack_n=12):
+        if e.self_device_time_total <= 0 or not e.key.startswith("aten::") or e.key in MATMUL_OPS:
+            continue
+        frames = [f for f in e.stack if "qvad/" in f or "transformers/" in f]
+        rows.append({"op": e.key, "self_gpu_s": round(e.self_device_time_total / 1e6, 5), "calls": e.count,
+                     "shapes": str(e.input_shapes)[:160], "where": frames[:3] or list(e.stack[:3])})
+    return sorted(rows, key=lambda r: -r["self_gpu_s"])[:40]
+
+
 def train_step_profile(peft_model, proc, prompt_cfg, batch: int) -> dict:
     """Forward + backward of the train stage's loss (answer_loss under bf16 autocast), no optimizer."""
     col = ABCollator(proc, prompt_cfg, DEVICE)
@@ -118,6 +144,8 @@ def run_profile(bench: Bench, model, proc, batch: int) -> None:
     log(f"profile scorer: {rows['scorer_1s']['by_category_s']} busy {rows['scorer_1s']['gpu_busy_fraction']}")
     rows["scorer_1s_question_first"] = scorer_profile(model, proc, {**bench.prompt_cfg, **QFIRST}, 2 * batch, n)
     rows["scorer_2s_container"] = scorer_profile(model, proc, bench.prompt_cfg, batch, n, clips_fn=container_clips)
+    rows["op_sources_2s_container"] = op_sources(model, proc, bench.prompt_cfg, batch, container_clips)
+    rows["op_sources_1s_question_first"] = op_sources(model, proc, {**bench.prompt_cfg, **QFIRST}, 2 * batch)
     rows["collate_one_batch_s"] = host_collate_s(proc, bench.prompt_cfg, batch)
     bench.save()
 

@@ -67,7 +67,11 @@ def _forward_valid_frames(
     """Qwen2AudioEncoder.forward for any even frame count <= 3000: the positional table is sliced.
 
     Mirrors transformers 5.23's encoder forward step for step (the equality tests against the
-    stock 30 s path guard against drift); hidden-state/attention capture is not supported.
+    stock 30 s path guard against drift); hidden-state/attention capture is not supported. One
+    difference, in layout only: the hidden states are made dense after the conv stem's permute.
+    Left as the permuted view, every layer inherits its frame-minor strides, so each LayerNorm
+    copies its input and each residual add runs the strided kernel: on the 7B's encoder that was
+    5 % of the scorer's GPU time (H200 profile by aten op). The values are the same.
     """
     if kwargs.get("output_hidden_states") or kwargs.get("output_attentions"):
         raise NotImplementedError("the truncating encoder does not return hidden states or attentions")
@@ -77,7 +81,7 @@ def _forward_valid_frames(
 
     inputs_embeds = nn.functional.gelu(self.conv1(input_features))
     inputs_embeds = nn.functional.gelu(self.conv2(inputs_embeds))
-    inputs_embeds = inputs_embeds.permute(0, 2, 1)
+    inputs_embeds = inputs_embeds.permute(0, 2, 1).contiguous()
     hidden_states = inputs_embeds + self.embed_positions.weight[: inputs_embeds.shape[1]]
     hidden_states = nn.functional.dropout(hidden_states, p=self.dropout, training=self.training)
 

@@ -16,6 +16,7 @@ from transformers import AutoProcessor, BitsAndBytesConfig, Qwen2AudioForConditi
 from transformers.models.qwen2.modeling_qwen2 import Qwen2RMSNorm
 from transformers.models.qwen2_audio.modeling_qwen2_audio import Qwen2AudioModel
 
+from qvad.model.encoder_attention import use_strided_encoder_attention
 from qvad.model.encoder_truncation import enable_encoder_truncation
 from qvad.model.fast_attention import enable_fast_attention
 from qvad.model.forward_patch import modules_of, patch_forward
@@ -169,6 +170,7 @@ def load_model_and_processor(
         use_fused_rms_norm(model)
     if torch.device(device).type != "cpu":
         use_fused_mlp(model)  # bf16 inference on CUDA takes it; the same bits as the stock MLP
+        use_strided_encoder_attention(model)  # no q/k/v copies; the CPU keeps the stock forward
     if model_cfg.get("fast_attention", True):
         enable_fast_attention(model)
     if model_cfg.get("truncate_encoder", True):

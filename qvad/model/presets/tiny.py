@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Callable
 
 import torch
 from tokenizers import Regex, Tokenizer, models, pre_tokenizers, trainers
@@ -108,6 +109,29 @@ def build_feature_extractor() -> WhisperFeatureExtractor:
     )
 
 
+def small_text_config(tokenizer: Qwen2Tokenizer, hidden: int, layers: int, heads: int, kv_heads: int) -> dict:
+    """The text config of a small seeded Qwen2 LM over ``tokenizer`` (both offline presets use it)."""
+    ids = tokenizer.convert_tokens_to_ids
+    return {
+        "model_type": "qwen2",
+        "vocab_size": max(tokenizer.get_vocab().values()) + 1,  # embedding rows must cover the largest id
+        "hidden_size": hidden,
+        "intermediate_size": 2 * hidden,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "num_key_value_heads": kv_heads,
+        "max_position_embeddings": 8192,
+        "tie_word_embeddings": False,
+        # Xavier-like scale for a small width: with the hub default (0.02) a frozen random
+        # lm_head over a 64-d RMS-normed state bounds every logit to about +-1.3, so LoRA
+        # cannot make the answer token win (measured: loss stuck at 5.08, dev BA 0.50).
+        "initializer_range": hidden**-0.5,
+        "bos_token_id": ids("<|endoftext|>"),
+        "eos_token_id": ids("<|im_end|>"),
+        "pad_token_id": ids("<|endoftext|>"),
+    }
+
+
 def tiny_config(
     tokenizer: Qwen2Tokenizer,
     audio_d_model: int = 64,
@@ -119,8 +143,6 @@ def tiny_config(
     text_kv_heads: int = 2,
 ) -> Qwen2AudioConfig:
     """Qwen2AudioConfig at toy width; the encoder keeps 128 mel bins and 1500 positions."""
-    ids = tokenizer.convert_tokens_to_ids
-    vocab_size = max(tokenizer.get_vocab().values()) + 1  # embedding rows must cover the largest id
     return Qwen2AudioConfig(
         audio_config={
             "model_type": "qwen2_audio_encoder",
@@ -131,44 +153,31 @@ def tiny_config(
             "encoder_attention_heads": audio_heads,
             "encoder_ffn_dim": 2 * audio_d_model,
         },
-        text_config={
-            "model_type": "qwen2",
-            "vocab_size": vocab_size,
-            "hidden_size": text_hidden,
-            "intermediate_size": 2 * text_hidden,
-            "num_hidden_layers": text_layers,
-            "num_attention_heads": text_heads,
-            "num_key_value_heads": text_kv_heads,
-            "max_position_embeddings": 8192,
-            "tie_word_embeddings": False,
-            # Xavier-like scale for the toy width: with the hub default (0.02) a frozen random
-            # lm_head over a 64-d RMS-normed state bounds every logit to about +-1.3, so LoRA
-            # cannot make the answer token win (measured: loss stuck at 5.08, dev BA 0.50).
-            "initializer_range": text_hidden**-0.5,
-            "bos_token_id": ids("<|endoftext|>"),
-            "eos_token_id": ids("<|im_end|>"),
-            "pad_token_id": ids("<|endoftext|>"),
-        },
-        audio_token_index=ids("<|AUDIO|>"),
+        text_config=small_text_config(tokenizer, text_hidden, text_layers, text_heads, text_kv_heads),
+        audio_token_index=tokenizer.convert_tokens_to_ids("<|AUDIO|>"),
     )
 
 
-def build_tiny_checkpoint(out_dir: str | Path, seed: int, bpe_vocab_size: int = 384, **width: int) -> Path:
-    """Build and save the tiny checkpoint (model, tokenizer, feature extractor, processor) in ``out_dir``.
+def save_checkpoint(out_dir: str | Path, seed: int, bpe_vocab_size: int, feature_extractor: WhisperFeatureExtractor,
+                    make_config: Callable[[Qwen2Tokenizer], Qwen2AudioConfig],
+                    init: Callable[[Qwen2AudioForConditionalGeneration], None] | None = None) -> Path:
+    """Build an offline checkpoint and save it in ``out_dir`` (model, tokenizer, feature extractor, processor).
 
-    ``width`` overrides :func:`tiny_config`'s size arguments. Weights come from the model's own
-    initialisation under ``torch.manual_seed(seed)``, so the safetensors bytes depend on the seed only.
+    Weights come from the model's own initialisation under ``torch.manual_seed(seed)``, then
+    ``init`` (pretrained parts), so the safetensors bytes depend on the seed and those parts only.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer(bpe_vocab_size)
-    processor = Qwen2AudioProcessor(feature_extractor=build_feature_extractor(), tokenizer=tokenizer)
+    processor = Qwen2AudioProcessor(feature_extractor=feature_extractor, tokenizer=tokenizer)
     # Hub Qwen2-Audio-Instruct ships the template with the tokenizer too; keep both in step.
     tokenizer.chat_template = processor.chat_template
-    config = tiny_config(tokenizer, **width)
+    config = make_config(tokenizer)
 
     torch.manual_seed(seed)
     model = Qwen2AudioForConditionalGeneration(config).eval()
+    if init is not None:
+        init(model)
     model.generation_config = GenerationConfig(
         eos_token_id=config.text_config.eos_token_id,
         pad_token_id=config.text_config.pad_token_id,
@@ -178,3 +187,9 @@ def build_tiny_checkpoint(out_dir: str | Path, seed: int, bpe_vocab_size: int = 
     model.save_pretrained(out_dir, safe_serialization=True)
     processor.save_pretrained(out_dir)
     return out_dir
+
+
+def build_tiny_checkpoint(out_dir: str | Path, seed: int, bpe_vocab_size: int = 384, **width: int) -> Path:
+    """Build and save the tiny checkpoint in ``out_dir``; ``width`` overrides :func:`tiny_config`'s sizes."""
+    return save_checkpoint(out_dir, seed, bpe_vocab_size, build_feature_extractor(),
+                           lambda tokenizer: tiny_config(tokenizer, **width))

