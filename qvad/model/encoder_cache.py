@@ -60,19 +60,32 @@ def encoder_trains(model: nn.Module) -> bool:
     return any(p.requires_grad for m in model.modules() if isinstance(m, Qwen2AudioEncoder) for p in m.parameters())
 
 
+def _uncacheable_because(model: nn.Module) -> str | None:
+    """Why the model's audio encoder output is not a function of the clip alone, or None."""
+    encoders = [m for m in model.modules() if isinstance(m, Qwen2AudioEncoder)]
+    if encoder_trains(model) or len(encoders) != 1:
+        return "the audio encoder trains (or there is not exactly one): its output cannot be cached"
+    noisy = {k: getattr(encoders[0].config, k, 0.0) for k in DROPOUT_KEYS if getattr(encoders[0].config, k, 0.0)}
+    if noisy:
+        return f"the audio encoder has dropout {noisy}: its output is not a function of the clip"
+    return None
+
+
+def encoder_cacheable(model: nn.Module) -> bool:
+    """Whether :func:`cache_frozen_encoder` accepts ``model``."""
+    return _uncacheable_because(model) is None
+
+
 def cache_frozen_encoder(model: nn.Module) -> FrozenEncoderCache:
     """Put a :class:`FrozenEncoderCache` in front of the model's one audio encoder.
 
     Refuses an encoder that trains (any parameter with ``requires_grad``, e.g. LoRA or a
     ``modules_to_save`` copy in use) or has dropout, whose output is then not a function of the clip.
     """
-    encoders = [m for m in model.modules() if isinstance(m, Qwen2AudioEncoder)]
-    if encoder_trains(model) or len(encoders) != 1:
-        raise ValueError("the audio encoder trains (or there is not exactly one): its output cannot be cached")
-    encoder = encoders[0]
-    noisy = {k: getattr(encoder.config, k, 0.0) for k in DROPOUT_KEYS if getattr(encoder.config, k, 0.0)}
-    if noisy:
-        raise ValueError(f"the audio encoder has dropout {noisy}: its output is not a function of the clip")
+    reason = _uncacheable_because(model)
+    if reason is not None:
+        raise ValueError(reason)
+    encoder = next(m for m in model.modules() if isinstance(m, Qwen2AudioEncoder))
     cache = FrozenEncoderCache(encoder)
     encoder.forward = cache
     return cache
