@@ -142,3 +142,16 @@ def test_score_clips_rejects_bad_input() -> None:
         score_clips([], "webrtc")
     with pytest.raises(ValueError, match="clip 0"):
         score_clips([np.zeros((SAMPLE_RATE, 2), np.float32)], "webrtc")
+
+
+def test_baseline_scores_in_worker_processes_equal_one_loop() -> None:
+    # evaluate and psychometric score their clips in chunks over processes; every VAD scores each clip
+    # from a fresh state, so the chunked scores must be exactly the in-process ones, in order.
+    from qvad.analysis.baselines import BASELINES
+    from qvad.analysis.baselines import baseline_scores
+
+    clips = [voiced_like(0.7).astype(np.float32), white_noise(SAMPLE_RATE // 2), np.zeros(300, np.float32),
+             voiced_like(1.0).astype(np.float32), white_noise(SAMPLE_RATE, level=0.01)]
+    got = baseline_scores(clips, {"webrtc_mode": 3, "webrtc_frame_ms": 30}, n_jobs=2, n_chunks=3)
+    for name in BASELINES:
+        pd.testing.assert_frame_equal(got[name], score_clips(clips, name, mode=3, frame_ms=30))

@@ -89,3 +89,26 @@ def test_non_ascii_folder_names_give_distinct_ids():
 
 def test_alsa_noise_file_is_not_speech():
     assert classify("alsa-utils", "usr/share/sounds/alsa/Noise.wav").excluded
+
+
+def test_apt_entries_reads_every_package_from_one_apt_cache_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One ``apt-cache show`` for all packages; each stanza gives its package's version and SHA256,
+    and a package apt does not know is an error naming it."""
+    import subprocess
+
+    from qvad.data.sources import builtin
+
+    calls: list[list[str]] = []
+    stdout = ("Package: alpha\nVersion: 1.0-1\nSHA256: aa11\nDescription: a\n continued line\n\n"
+              "Package: beta\nVersion: 2:3.4-5\nSize: 10\nSHA256: bb22\n\n")
+
+    def fake_run(cmd: list[str], **_: object) -> subprocess.CompletedProcess:
+        calls.append(cmd)
+        return subprocess.CompletedProcess(cmd, 0, stdout, "")
+
+    monkeypatch.setattr(builtin.subprocess, "run", fake_run)
+    entries = builtin.apt_entries(["alpha", "beta"])
+    assert entries == {"alpha": builtin.AptEntry("1.0-1", "aa11"), "beta": builtin.AptEntry("2:3.4-5", "bb22")}
+    assert len(calls) == 1 and calls[0][-2:] == ["alpha", "beta"]
+    with pytest.raises(builtin.PackageError, match="gamma"):
+        builtin.apt_entries(["alpha", "gamma"])

@@ -13,7 +13,7 @@ from qvad.analysis.error_analysis import (accuracy_by_category, category_accurac
                                           most_confident_errors)
 from qvad.analysis.error_report import write_report
 from qvad.common.atomic import write_csv, write_json
-from qvad.analysis.baselines import BASELINES, apply_rule, choose_rule, score_clips
+from qvad.analysis.baselines import BASELINES, apply_rule, baseline_scores, choose_rule
 from qvad.common.cpu_numerics import pin_cpu_numerics
 from qvad.model.dataset import ClipDataset
 from qvad.analysis.system_metrics import groups_per_class, mcnemar, system_metrics
@@ -77,12 +77,12 @@ def evaluate(params: dict) -> None:
     p_cal = calibration.apply_temperature(test_logits, temperature)
     preds = {"model": (margin > 0).astype(int)}
     scores, rules = {}, {}
+    dev_scores = baseline_scores(dev.audio, cfg, params["cpu_threads"])
+    test_scores = baseline_scores(test.audio, cfg, params["cpu_threads"])
     for name in BASELINES:
-        kw = {"mode": cfg["webrtc_mode"], "frame_ms": cfg["webrtc_frame_ms"]}
-        rules[name] = choose_rule(score_clips(dev.audio, name, **kw), dev.labels)  # score and threshold on dev
-        test_scores = score_clips(test.audio, name, **kw)
-        preds[name] = apply_rule(test_scores, rules[name]).astype(int)
-        scores[name] = test_scores.add_prefix(f"{name}:")
+        rules[name] = choose_rule(dev_scores[name], dev.labels)  # score and threshold on dev
+        preds[name] = apply_rule(test_scores[name], rules[name]).astype(int)
+        scores[name] = test_scores[name].add_prefix(f"{name}:")
 
     metrics = {"test_clips": int(len(test)), "dev_clips": int(len(dev)),
                "test_groups": groups_per_class(frame["y"].to_numpy(), frame["group"].to_numpy()),

@@ -11,27 +11,29 @@ from joblib import Parallel, delayed
 
 from qvad.analysis import bootstrap, metrics
 from qvad.common.atomic import write_csv, write_json
-from qvad.analysis.baselines import BASELINES, DecisionRule, apply_rule, score_clips
+from qvad.analysis.baselines import BASELINES, DecisionRule, apply_rule, baseline_scores
 from qvad.common.cpu_numerics import pin_cpu_numerics
-from qvad.model.store import ADAPTER, load_trained, read_prompt
 from qvad.common.params import get
 from qvad.analysis.plots import psychometric_png
 from qvad.analysis.psychometric_fit import bootstrap_curve, bootstrap_thresholds
-from qvad.model.scoring import score_ab_logits
 from qvad.analysis.variants import build_variants, pick_bases, held_out_segments
 
 
 def predictions(audio: list, params: dict) -> dict[str, np.ndarray]:
     """Hard decisions of every system, with the baselines' rules exactly as evaluate chose them on dev."""
+    # Imported here, not at the top: the worker processes of this stage unpickle this module's
+    # functions, and the model stack (transformers, peft) would add ~8 s of imports to each.
+    from qvad.model.scoring import score_ab_logits
+    from qvad.model.store import ADAPTER, load_trained, read_prompt
+
     rules = json.loads(open("data/eval/decision_rules.json").read())
     model, processor = load_trained(get(params, "model"),
                                     adapter=None if get(params, "evaluate.without_adapter") else ADAPTER)
     logits = score_ab_logits(model, processor, audio, read_prompt(), get(params, "evaluate.batch_size"))
     out = {"model": (logits[:, 0] > logits[:, 1]).astype(int)}
-    ev = get(params, "evaluate")
+    scores = baseline_scores(audio, get(params, "evaluate"), params["cpu_threads"])
     for name in BASELINES:
-        scores = score_clips(audio, name, mode=ev["webrtc_mode"], frame_ms=ev["webrtc_frame_ms"])
-        out[name] = apply_rule(scores, DecisionRule(**rules[name]))
+        out[name] = apply_rule(scores[name], DecisionRule(**rules[name]))
     return out
 
 
@@ -109,7 +111,7 @@ def psychometric(params: dict) -> None:
                "systems": {}}
     jobs = [(system, cond, df) for system, pred in preds.items()
             for cond, df in table.assign(pred=pred, correct=(pred == table["label"]).astype(int)).groupby("condition")]
-    # The bootstrap refits (L-BFGS-B from a grid of starts) are most of the stage; each (system,
+    # The bootstrap refits (L-BFGS-B from a grid of starts) are a third of the stage; each (system,
     # condition) is independent and seeded alike, so processes give the same bytes as a loop.
     results = Parallel(n_jobs=params["cpu_threads"] or -1)(
         delayed(condition_results)(system, cond, df, cfg, seed) for system, cond, df in jobs)
