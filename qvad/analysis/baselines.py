@@ -113,10 +113,12 @@ def baseline_scores(audio: list, ev: dict, n_jobs: int | None, n_chunks: int = 1
     """:func:`score_clips` of every baseline, computed in ``n_jobs`` processes, rows in ``audio`` order.
 
     The VADs are a third of the psychometric stage and half of evaluate on one core (Silero steps
-    one 32 ms window at a time). Each clip is scored alone -- a fresh WebRTC / TEN instance, Silero's state reset, Silero on one
-    thread -- so splitting the clips over processes gives the same scores as one loop. The
+    one 32 ms window at a time). Each clip is scored alone -- a fresh WebRTC / TEN instance,
+    Silero's state reset, Silero on one thread -- so splitting the clips over processes gives the same scores as one loop. The
     workers inherit the pinned CPU kernels through the environment (:func:`pin_cpu_numerics`).
     """
+    if len(audio) == 0:
+        raise ValueError("baseline_scores needs at least one clip")
     bounds = np.linspace(0, len(audio), min(n_chunks, len(audio)) + 1).astype(int)
     parts = Parallel(n_jobs=n_jobs or -1)(delayed(_score_chunk)(audio[a:b], ev) for a, b in pairwise(bounds))
     return {name: pd.concat([part[name] for part in parts], ignore_index=True) for name in BASELINES}

@@ -238,11 +238,15 @@ class SharedPrefix:
     def record(self, layer: int, key: torch.Tensor, value: torch.Tensor) -> None:
         self.kv[layer] = (key, value)
 
+    def read(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The prefix's keys/values of ``layer``, ``[1, P, kv_heads, dim]``, counted as read."""
+        self.reads += 1
+        return self.kv[layer]
+
     def extend(self, layer: int, key: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The prefix's keys/values followed by the batch's, ``[batch, P + T, kv_heads, dim]``."""
-        prefix_key, prefix_value = self.kv[layer]
+        prefix_key, prefix_value = self.read(layer)
         rows = key.shape[0]
-        self.reads += 1
         return (torch.cat([prefix_key.expand(rows, -1, -1, -1), key], dim=1),
                 torch.cat([prefix_value.expand(rows, -1, -1, -1), value], dim=1))
 
@@ -254,14 +258,13 @@ class SharedPrefix:
         once per call, gave no speed on the 7B (1,039 against 1,037 clips/s, question first,
         H200) and took 46 GB more at batch 1,024: its 32 key/value heads make them large.
         """
-        prefix_key, prefix_value = self.kv[layer]
+        prefix_key, prefix_value = self.read(layer)
         rows, tokens = key.shape[:2]
         shape = (rows, self.length + tokens, *key.shape[2:])
         out_key = torch.empty(shape, dtype=key.dtype, device=key.device)
         out_value = torch.empty(shape, dtype=value.dtype, device=value.device)
         out_key[:, : self.length] = prefix_key
         out_value[:, : self.length] = prefix_value
-        self.reads += 1
         return out_key, out_value
 
     def check_read(self, layers: int) -> None:
@@ -298,7 +301,7 @@ def compute_shared_prefix(language_model: nn.Module, tokens: torch.Tensor) -> Sh
     with _checkpointing_off(language_model):
         language_model(input_ids=ids, position_ids=torch.arange(prefix.length, device=ids.device)[None],
                        use_cache=False, **{PREFIX_KWARG: prefix})
-    layers = _attention_layers(language_model)
+    layers = len(modules_of(language_model, Qwen2Attention))
     if sorted(prefix.kv) != list(range(layers)):
         raise RuntimeError(f"the shared prefix was recorded by {len(prefix.kv)} of {layers} attention layers: "
                            "enable_fast_attention(model) first")
@@ -407,17 +410,15 @@ def _attention_forward(self: Qwen2Attention, hidden_states: torch.Tensor,
     fused = getattr(self, "_qvad_fused_rotary", True)
     if prefix is not None and past_key_values is not None:
         raise ValueError("a shared prefix and a KV cache cannot be combined")
-    if (prefix is not None and not prefix.recording and not torch.is_grad_enabled()
-            and isinstance(attention_mask, CausalBias) and getattr(self, "_qvad_split_prefix", True)
+    scoring = prefix is not None and not prefix.recording and not torch.is_grad_enabled()
+    if (scoring and isinstance(attention_mask, CausalBias) and getattr(self, "_qvad_split_prefix", True)
             and self.config._attn_implementation == "sdpa" and self.sliding_window is None):
         # Scoring an unpadded batch: the prefix and the rows' own keys are attended apart and
         # merged (qvad.model.prefix_split), so the prefix is never copied into the rows.
         query, key = rotary(query, key, cos, sin, fused=fused)
-        prefix_key, prefix_value = prefix.kv[self.layer_idx]
-        prefix.reads += 1
-        attended = split_prefix_attention(query, key, value, prefix_key, prefix_value, self.scaling, last_query)
+        attended = split_prefix_attention(query, key, value, *prefix.read(self.layer_idx), self.scaling, last_query)
         return self.o_proj(attended), None
-    if prefix is not None and not prefix.recording and not torch.is_grad_enabled():
+    if scoring:
         # Scoring: k is rotated straight into the keys buffer after the prefix, v copied once.
         full_key, full_value = prefix.buffers(self.layer_idx, key, value)
         query = rotary_into(query, key, cos, sin, full_key[:, prefix.length:], fused=fused)
@@ -448,10 +449,6 @@ def _attention_forward(self: Qwen2Attention, hidden_states: torch.Tensor,
     )
     attn_output = attn_output.reshape(batch, tokens, -1).contiguous()
     return self.o_proj(attn_output), attn_weights
-
-
-def _attention_layers(model: nn.Module) -> int:
-    return sum(1 for m in model.modules() if isinstance(m, Qwen2Attention))
 
 
 def enable_fast_attention(model: nn.Module, fused_rotary: bool = True, split_prefix: bool = True) -> int:

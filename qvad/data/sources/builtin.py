@@ -161,7 +161,8 @@ def apt_entries(packages: list[str]) -> dict[str, AptEntry]:
             entries.setdefault(fields["Package"].strip(), AptEntry(fields["Version"].strip(), fields["SHA256"].strip()))
     missing = [p for p in packages if p not in entries]
     if missing:
-        raise PackageError(f"{', '.join(missing)}: not in apt's package lists ({out.stderr.strip() or 'apt-cache show gave no candidate version'}); "
+        reason = out.stderr.strip() or "apt-cache show gave no candidate version"
+        raise PackageError(f"{', '.join(missing)}: not in apt's package lists ({reason}); "
                            "run `apt-get update` first")
     return entries
 
