@@ -440,3 +440,44 @@ def test_strided_encoder_attention_is_the_stock_attention(device: str) -> None:
         assert torch.equal(strided, stock)
     else:
         assert (strided - stock).abs().max() < 1e-5
+
+
+# --------------------------------------------------------------------------------------------
+# residual adds inside the output projections
+@pytest.mark.parametrize("device", ["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+def test_residual_added_inside_the_product_is_the_sum(device: str) -> None:
+    """``residual.addmm_`` over flattened rows: the sum, written into the residual itself."""
+    from qvad.model.residual_gemm import add_into
+
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    gen = torch.Generator(device=device).manual_seed(2)
+    residual, x = (torch.randn(3, 7, n, device=device, generator=gen).to(dtype) for n in (48, 80))
+    weight = torch.randn(48, 80, device=device, generator=gen).to(dtype) / 9
+    stock = residual + x @ weight.t()
+    fused = add_into(residual, x, weight)
+    assert fused is residual
+    assert (fused.float() - stock.float()).abs().max() <= (2e-2 if device == "cuda" else 1e-5) * stock.abs().max()
+
+
+@pytest.mark.parametrize("position", LAYOUTS)
+def test_residual_gemm_layers_give_the_stock_scores(tiny_dir: Path, position: str,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Scoring runs every layer but the last through qvad.model.residual_gemm; off CUDA it keeps the
+    stock arithmetic, so the scores are bit for bit those of the stock layers."""
+    from qvad.model import residual_gemm
+
+    monkeypatch.setattr(fast_attention, "CAUSAL_BIAS_DEVICES", ("cuda", "cpu"))
+    model, processor = _load(tiny_dir)
+    cfg = {"audio_position": position}
+    _decisive(model, ABCollator(processor, cfg))
+    text_model = model.base_model.language_model
+    calls: list[int] = []
+    monkeypatch.setattr(residual_gemm, "add_linear",
+                        lambda r, x, lin, _f=residual_gemm.add_linear: calls.append(1) or _f(r, x, lin))
+    fused = score_ab_logits(model, processor, _clips(), cfg, 3)
+    assert residual_gemm.residual_gemm_enabled(text_model)
+    assert len(calls) == 2 * (len(text_model.layers) - 1) * 2  # two adds per inner layer, two batches
+    separate = score_ab_logits(model, processor, _clips(), cfg, 3, residual_gemm=False)
+    assert len(calls) == 2 * (len(text_model.layers) - 1) * 2
+    assert np.array_equal(fused, separate)
+    assert residual_gemm.disable_residual_gemm(text_model) == len(text_model.layers) - 1

@@ -101,6 +101,7 @@ def mel_checks(processor, prompt_cfg, clips: list[np.ndarray]) -> dict:
 def scorer_checks(model, processor, prompt_cfg, clips: list[np.ndarray]) -> dict:
     """The scorer (shared prefix, fused rotary) vs the plain path (full prompts, stock attention), batch 4."""
     fast = score_ab_logits(model, processor, clips, prompt_cfg, 4, DEVICE)
+    separate_adds = score_ab_logits(model, processor, clips, prompt_cfg, 4, DEVICE, residual_gemm=False)
     with stock_forwards(model):
         plain = score_ab_logits(model, processor, clips, prompt_cfg, 4, DEVICE, prefix_cache=False)
         landed = landed_scoring.score_ab_logits(model, processor, clips, prompt_cfg, 4, DEVICE)
@@ -108,6 +109,7 @@ def scorer_checks(model, processor, prompt_cfg, clips: list[np.ndarray]) -> dict
     return {
         "max_abs_logit_diff_vs_plain": float(np.abs(fast - plain).max()),
         "max_abs_logit_diff_landed_vs_plain": float(np.abs(landed - plain).max()),
+        "max_abs_logit_diff_separate_residual_adds_vs_plain": float(np.abs(separate_adds - plain).max()),
         "logit_abs_max": float(np.abs(plain).max()),
         "same_decisions_as_plain": int(((margin(fast) > 0) == (margin(plain) > 0)).sum()),
         "clips": len(clips),
@@ -259,6 +261,10 @@ def inference_section(bench: Bench, model, proc) -> None:
     enable_fast_attention(model)
     scorer_row(bench, model, proc, "scorer_1s_no_shared_prefix", one_second_clips, b, prefix_cache=False)
     scorer_row(bench, model, proc, "scorer_1s_full_last_layer", one_second_clips, b, answer_slot=False)
+    for label, clips_fn, batch, cfg in (("scorer_1s", one_second_clips, b, None),
+                                        ("scorer_2s_container", container_clips, 8 if small else 1024, None),
+                                        ("scorer_1s_question_first", one_second_clips, 16 if small else 2048, qfirst)):
+        scorer_row(bench, model, proc, f"{label}_separate_residual_add", clips_fn, batch, cfg, residual_gemm=False)
     disable_fused_mlp(model)
     scorer_row(bench, model, proc, "scorer_1s_stock_mlp", one_second_clips, b)
     use_fused_mlp(model)

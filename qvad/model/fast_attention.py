@@ -55,6 +55,10 @@ LAST_QUERY_KWARG = "qvad_last_query"
 """Keyword (True) that makes one attention layer return only its last position (a ``[batch, 1,
 hidden]`` output; keys and values still cover every position). Passed by qvad.model.answer_slot."""
 
+UNPROJECTED_KWARG = "qvad_unprojected"
+"""Keyword (True) that makes one attention layer return its heads' output before ``o_proj``, for a
+caller that runs the projection itself (qvad.model.residual_gemm adds the residual inside it)."""
+
 
 # --------------------------------------------------------------------------------------------
 # rotary embedding
@@ -234,6 +238,7 @@ class SharedPrefix:
         self.recording = True
         self.reads = 0
         self.answer_slot = False  # scoring sets it: the last layer then runs the last position only
+        self.residual_gemm = False  # scoring sets it: residual adds inside the projections (qvad.model.residual_gemm)
 
     def record(self, layer: int, key: torch.Tensor, value: torch.Tensor) -> None:
         self.kv[layer] = (key, value)
@@ -401,6 +406,7 @@ def _attention_forward(self: Qwen2Attention, hidden_states: torch.Tensor,
     """``Qwen2Attention.forward`` (transformers 5.23) with :func:`rotary` and the shared prefix."""
     prefix: SharedPrefix | None = kwargs.pop(PREFIX_KWARG, None)
     last_query = bool(kwargs.pop(LAST_QUERY_KWARG, False))
+    project = not kwargs.pop(UNPROJECTED_KWARG, False)
     batch, tokens = hidden_states.shape[:-1]
     split = (batch, tokens, -1, self.head_dim)
     query = self.q_proj(hidden_states).view(split)
@@ -417,7 +423,7 @@ def _attention_forward(self: Qwen2Attention, hidden_states: torch.Tensor,
         # merged (qvad.model.prefix_split), so the prefix is never copied into the rows.
         query, key = rotary(query, key, cos, sin, fused=fused)
         attended = split_prefix_attention(query, key, value, *prefix.read(self.layer_idx), self.scaling, last_query)
-        return self.o_proj(attended), None
+        return (self.o_proj(attended) if project else attended), None
     if scoring:
         # Scoring: k is rotated straight into the keys buffer after the prefix, v copied once.
         full_key, full_value = prefix.buffers(self.layer_idx, key, value)
@@ -448,7 +454,7 @@ def _attention_forward(self: Qwen2Attention, hidden_states: torch.Tensor,
         **kwargs,
     )
     attn_output = attn_output.reshape(batch, tokens, -1).contiguous()
-    return self.o_proj(attn_output), attn_weights
+    return (self.o_proj(attn_output) if project else attn_output), attn_weights
 
 
 def enable_fast_attention(model: nn.Module, fused_rotary: bool = True, split_prefix: bool = True) -> int:

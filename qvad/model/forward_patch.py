@@ -4,7 +4,8 @@ transformers calls ``module.forward``. An instance attribute shadows the class's
 model runs the replacement while every other instance of the class (another model in the process,
 a test's reference copy) keeps the stock code, and deleting the attribute restores it. The
 modules that use it: fast_attention (``Qwen2Attention``), fused_mlp (``Qwen2MLP``), loading's
-fused RMSNorm, answer_slot (the last decoder layer) and encoder_truncation (the audio encoder).
+fused RMSNorm, answer_slot (the last decoder layer), residual_gemm (the other decoder layers) and
+encoder_truncation (the audio encoder).
 """
 
 from __future__ import annotations

@@ -12,7 +12,8 @@ Every prompt starts with the same tokens (system turn, ``user``, ``Audio 1: <|au
 computed once per call and every row attends to them (:class:`qvad.model.fast_attention.SharedPrefix`),
 so each row only runs its own tokens through the language model. Positions and attention are
 those of the full prompt, so the answer is the same function of the inputs. The last decoder
-layer then runs only the answer slot (:mod:`qvad.model.answer_slot`). While the GPU runs one
+layer then runs only the answer slot (:mod:`qvad.model.answer_slot`), the others add their
+residuals inside their output projections on the GPU (:mod:`qvad.model.residual_gemm`). While the GPU runs one
 batch, the next is prepared.
 """
 
@@ -42,6 +43,7 @@ from qvad.model.fast_attention import (
     split_shared_prefix,
 )
 from qvad.model.prompt import answer_token_ids
+from qvad.model.residual_gemm import enable_residual_gemm, residual_gemm_enabled
 
 def _unwrap(model: nn.Module) -> PreTrainedModel:
     """The transformers model under an optional peft wrapper (LoRA layers stay injected in it)."""
@@ -108,6 +110,7 @@ def score_ab_logits(
     prefix_cache: bool = True,
     device_mel: bool = True,
     answer_slot: bool = True,
+    residual_gemm: bool = True,
 ) -> np.ndarray:
     """Return float32 ``[n, 2]`` answer logits (column 0 = 'A' = speech, 1 = 'B'), in input order.
 
@@ -118,7 +121,8 @@ def score_ab_logits(
     shared prompt prefix's keys/values once and lets every row attend to them (exact); False runs
     every row's full prompt. ``device_mel`` is passed to :class:`ABCollator`. ``answer_slot``
     (with the prefix) runs the last decoder layer at the answer slot only; False runs it at every
-    position (for A/B measurements).
+    position (for A/B measurements). ``residual_gemm`` (with the prefix) adds each layer's residuals
+    inside its output projections on the GPU; False keeps the separate adds (for A/B measurements).
 
     Nothing waits for the GPU between batches: token work happens on the host, copies are
     non-blocking, and the logits stay on the device until the last batch is queued (one copy
@@ -137,6 +141,8 @@ def score_ab_logits(
         enable_fast_attention(text_model)
     if prefix_cache and answer_slot and not answer_slot_enabled(text_model):
         enable_answer_slot(text_model)
+    if prefix_cache and residual_gemm and not residual_gemm_enabled(text_model):
+        enable_residual_gemm(text_model)
     n_layers = text_model.config.num_hidden_layers
     dtype = text_model.get_input_embeddings().weight.dtype
     order = np.argsort([-len(a) for a in audios], kind="stable")
@@ -155,6 +161,7 @@ def score_ab_logits(
                         prefix = compute_shared_prefix(text_model, tokens.to(device))
                         prefix.tokens = tokens  # host copy: rows are split on the host
                         prefix.answer_slot = answer_slot
+                        prefix.residual_gemm = residual_gemm
                     else:
                         prefix_cache = False
                 inputs = _model_inputs(batch, prefix, text_model.config, dtype, device)
