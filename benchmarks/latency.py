@@ -164,7 +164,8 @@ def random_7b_detector(device: str):
     import yaml
 
     from benchmarks.gpu.common import Loader, make_config, make_processor, random_state_dict
-    from qvad.detector import Detector, DetectorConfig, detector_config
+    from qvad.detector import Detector
+    from qvad.detector_config import DetectorConfig, detector_config
     from qvad.model.encoder_truncation import enable_encoder_truncation
     from qvad.model.lora import apply_lora
 

@@ -191,7 +191,8 @@ def predict(args: argparse.Namespace) -> int:
 
     pin_cpu_numerics(args.threads)  # before any tensor work: the pipeline's CPU kernels
     _quiet_libraries()
-    from qvad.detector import DEFAULT_MAX_DURATION_S, Detector, DetectorConfigError
+    from qvad.detector import DEFAULT_MAX_DURATION_S, Detector
+    from qvad.detector_config import DetectorConfigError
     from qvad.segments import SegmentOptions, rttm_lines
 
     options = SegmentOptions(window_ms=args.window_ms, hop_ms=args.hop_ms, threshold=args.threshold,

@@ -22,7 +22,8 @@ from qvad.audio.decode import SILENCE_PEAK, as_mono_16k, decode_file, find_audio
 from qvad.audio.io import AudioError, load_audio
 from qvad.data.level import normalize
 from qvad.data.signal import in_container
-from qvad.detector import Detector, DetectorConfig, DetectorConfigError, check_model_dir, detector_config
+from qvad.detector import Detector
+from qvad.detector_config import DetectorConfig, DetectorConfigError, check_model_dir, detector_config
 from qvad.segments import (SegmentOptions, boundary_errors, frame_probs, frame_scores, rttm_lines, to_frames,
                            window_starts)
 

@@ -17,7 +17,7 @@ from qvad.analysis.baselines import BASELINES, apply_rule, baseline_scores, choo
 from qvad.common.cpu_numerics import pin_cpu_numerics
 from qvad.model.dataset import ClipDataset
 from qvad.analysis.system_metrics import groups_per_class, mcnemar, system_metrics
-from qvad.detector import detector_config
+from qvad.detector_config import detector_config
 from qvad.model.store import ADAPTER, load_trained, read_prompt
 from qvad.common.params import get
 from qvad.analysis.plots import accuracy_vs_snr_png, confusion_matrix_png, reliability_png

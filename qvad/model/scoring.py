@@ -185,11 +185,11 @@ def score_ab(
     prompt_cfg: Mapping[str, Any] | None,
     batch_size: int,
     feature_device: str | None = None,
-    *,
-    prefix_cache: bool = True,
-    device_mel: bool = True,
+    **options: bool,
 ) -> np.ndarray:
-    """Return P(speech) per clip: softmax over the 'A' and 'B' logits, float64 ``[n]`` in input order."""
+    """Return P(speech) per clip: softmax over the 'A' and 'B' logits, float64 ``[n]`` in input order.
+
+    ``options`` are :func:`score_ab_logits`'s keywords (``prefix_cache``, ``device_mel``...)."""
     logits = score_ab_logits(model, processor, audios, prompt_cfg, batch_size, feature_device,
-                             prefix_cache=prefix_cache, device_mel=device_mel).astype(np.float64)
+                             **options).astype(np.float64)
     return expit(logits[:, 0] - logits[:, 1])
