@@ -58,9 +58,6 @@ SEED = 0
 MIN_UNCONTAINED = 640
 """Without a container, clips under 40 ms give Qwen2-Audio no audio token at all."""
 
-# ---------------------------------------------------------------------------------------------
-# the detector
-
 @dataclass
 class FileResult:
     """One file's outcome; ``error`` is empty when it was scored."""

@@ -25,9 +25,6 @@ class DetectorConfigError(ValueError):
     """A model folder that cannot be used; the message names the file and the key."""
 
 
-# ---------------------------------------------------------------------------------------------
-# the model folder contract
-
 @dataclass(frozen=True)
 class DetectorConfig:
     """``models/detector.json``: what reproduces the training-time input, and the decision."""

@@ -66,9 +66,14 @@ def silu_mul(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     return nn.functional.silu(gate) * up
 
 
+def gated_activation(mlp: Qwen2MLP, x: torch.Tensor) -> torch.Tensor:
+    """A SiLU ``Qwen2MLP``'s input to ``down_proj``: ``silu(gate_proj(x)) * up_proj(x)`` via :func:`silu_mul`."""
+    return silu_mul(mlp.gate_proj(x), mlp.up_proj(x))
+
+
 def _mlp_forward(self: Qwen2MLP, x: torch.Tensor) -> torch.Tensor:
     """``Qwen2MLP.forward`` with the activation and product as :func:`silu_mul`."""
-    return self.down_proj(silu_mul(self.gate_proj(x), self.up_proj(x)))
+    return self.down_proj(gated_activation(self, x))
 
 
 def use_fused_mlp(model: nn.Module) -> int:

@@ -28,7 +28,7 @@ from transformers.models.qwen2.modeling_qwen2 import Qwen2DecoderLayer, Qwen2MLP
 
 from qvad.model.fast_attention import PREFIX_KWARG, UNPROJECTED_KWARG, _attention_forward
 from qvad.model.forward_patch import patch_forward, restore_forward, runs_forward
-from qvad.model.fused_mlp import _mlp_forward, silu_mul
+from qvad.model.fused_mlp import _mlp_forward, gated_activation
 
 
 def add_into(residual: torch.Tensor, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -68,8 +68,8 @@ def _layer_forward(self: Qwen2DecoderLayer, hidden_states: torch.Tensor,
                                  position_ids=position_ids, past_key_values=past_key_values, use_cache=use_cache,
                                  position_embeddings=position_embeddings, **{UNPROJECTED_KWARG: True}, **kwargs)
     hidden_states = add_linear(hidden_states, attended, self.self_attn.o_proj)
-    mlp, normed = self.mlp, self.post_attention_layernorm(hidden_states)
-    return add_linear(hidden_states, silu_mul(mlp.gate_proj(normed), mlp.up_proj(normed)), mlp.down_proj)
+    activation = gated_activation(self.mlp, self.post_attention_layernorm(hidden_states))
+    return add_linear(hidden_states, activation, self.mlp.down_proj)
 
 
 def _inner_layers(text_model: nn.Module) -> list[Qwen2DecoderLayer]:
