@@ -62,6 +62,7 @@ from benchmarks.gpu.profiling import run_profile, run_train_profile  # noqa: E40
 from benchmarks.gpu.report import new_report, print_table, summarize  # noqa: E402
 from benchmarks.gpu.training import lora_bf16_section, qlora_nf4_section  # noqa: E402
 from qvad.common.params import load_params  # noqa: E402
+from qvad.model.encoder_truncation import DEFAULT_MULTIPLE  # noqa: E402
 
 SUMMARY_KEYS = ("inference_checks", "loader_notes", "tokenizer", "prompt_tokens", "matmul_bf16_tflops_measured",
                 "weights_gib_bf16", "weights_gib_nf4", "elapsed_s")
@@ -92,7 +93,7 @@ def start_bench(args: argparse.Namespace) -> Bench:
             + ("" if CUDA else "_cpu") + (f"_{args.tag}" if args.tag else ""))
     params = load_params(REPO / "params.yaml")
     lora_cfg = dict(params["lora"])
-    trunc_multiple = int(params["model"].get("truncate_multiple", 20))
+    trunc_multiple = int(params["model"].get("truncate_multiple", DEFAULT_MULTIPLE))
     return Bench(report=new_report(lora_cfg, trunc_multiple), out_file=out_dir / f"{name}.json", clock=clock,
                  workdir=Path(tempfile.mkdtemp(prefix="qvad_bench_")), prompt_cfg=dict(params.get("prompt") or {}),
                  lora_cfg=lora_cfg, trunc_multiple=trunc_multiple, tiny=args.tiny,

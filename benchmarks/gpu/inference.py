@@ -34,6 +34,8 @@ from .common import (
 
 NAIVE_LABEL = "naive_hf_30s_full_logits_1s"
 QFIRST = {"audio_position": "after_question"}
+LANDED_TRUNCATE_MULTIPLE = 20
+"""``model.truncate_multiple`` before 2026-12-02: the encoder's frames rounded up to 20 (10 positions)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -243,9 +245,9 @@ def inference_section(bench: Bench, model, proc) -> None:
         scorer_row(bench, model, proc, "landed_scorer_1s", one_second_clips, b, scorer=landed_scoring.score_ab_logits)
     for batch in ([8, 16] if small else [512, 1024]):
         scorer_row(bench, model, proc, "scorer_1s", one_second_clips, batch)
-    for batch in ([8] if small else [512, 1024]):
+    for batch in ([8] if small else [512, 1024, 2048, 4096]):
         scorer_row(bench, model, proc, "scorer_2s_container", container_clips, batch)
-    for batch in ([8, 16] if small else [1024, 2048]):
+    for batch in ([8, 16] if small else [1024, 2048, 4096]):
         scorer_row(bench, model, proc, "scorer_1s_question_first", one_second_clips, batch, qfirst)
     for batch in ([8] if small else [1024]):
         scorer_row(bench, model, proc, "scorer_2s_container_question_first", container_clips, batch, qfirst)
@@ -265,6 +267,14 @@ def inference_section(bench: Bench, model, proc) -> None:
                                         ("scorer_2s_container", container_clips, 8 if small else 1024, None),
                                         ("scorer_1s_question_first", one_second_clips, 16 if small else 2048, qfirst)):
         scorer_row(bench, model, proc, f"{label}_separate_residual_add", clips_fn, batch, cfg, residual_gemm=False)
+    if bench.trunc_multiple != LANDED_TRUNCATE_MULTIPLE:
+        enable_encoder_truncation(model, LANDED_TRUNCATE_MULTIPLE)
+        for label, clips_fn, batch, cfg in (("scorer_2s_container", container_clips, 8 if small else 1024, None),
+                                            ("scorer_1s_question_first", one_second_clips, 16 if small else 2048,
+                                             qfirst)):
+            scorer_row(bench, model, proc, f"{label}_truncate_multiple_{LANDED_TRUNCATE_MULTIPLE}", clips_fn,
+                       batch, cfg)
+        enable_encoder_truncation(model, bench.trunc_multiple)
     disable_fused_mlp(model)
     scorer_row(bench, model, proc, "scorer_1s_stock_mlp", one_second_clips, b)
     use_fused_mlp(model)

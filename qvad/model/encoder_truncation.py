@@ -33,6 +33,12 @@ from qvad.model.forward_patch import modules_of, patch_forward, restore_forward,
 CONV_MARGIN_FRAMES = 3
 """Frames kept past the last valid one so the conv stack's boundary outputs stay exact (see module doc)."""
 
+DEFAULT_MULTIPLE = 2
+"""Frames are kept up to the next even count: conv2 halves them, so this is the least padding. A
+coarser rounding (20 used to be the default) gives fewer distinct shapes but costs compute: on
+the 7B's scorer 2.8 % of throughput, question first (benchmarks/results/
+gpu_throughput_7b_h200_truncate_multiple_2.json)."""
+
 _HOOK_ATTR = "_qvad_truncation_hook"
 
 
@@ -58,6 +64,41 @@ def truncated_frames(feature_attention_mask: torch.Tensor, multiple: int, max_fr
     return min(max_frames, -(-needed // multiple) * multiple)
 
 
+def encoder_stem(self: Qwen2AudioEncoder, input_features: torch.Tensor) -> torch.Tensor:
+    """The conv stem and the matching slice of the positional table: the first layer's input.
+
+    Accepts any even frame count <= 3000. One difference from the stock forward, in layout only:
+    the hidden states are made dense after the conv stem's permute. Left as the permuted view,
+    every layer inherits its frame-minor strides, so each LayerNorm copies its input and each
+    residual add runs the strided kernel: on the 7B's encoder that was 5 % of the scorer's GPU
+    time (H200 profile by aten op). The values are the same.
+    """
+    n_frames = input_features.shape[-1]
+    if n_frames > full_frames(self) or n_frames % 2:
+        raise ValueError(f"encoder input must be an even number of frames <= {full_frames(self)}, got {n_frames}")
+    inputs_embeds = nn.functional.gelu(self.conv1(input_features))
+    inputs_embeds = nn.functional.gelu(self.conv2(inputs_embeds))
+    inputs_embeds = inputs_embeds.permute(0, 2, 1).contiguous()
+    hidden_states = inputs_embeds + self.embed_positions.weight[: inputs_embeds.shape[1]]
+    return nn.functional.dropout(hidden_states, p=self.dropout, training=self.training)
+
+
+def encoder_layers(self: Qwen2AudioEncoder, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None,
+                   layers: slice = slice(None), **kwargs: Any) -> torch.Tensor:
+    """Run the encoder layers in ``layers`` (all by default), with the stock layerdrop."""
+    for encoder_layer in self.layers[layers]:
+        if self.training and self.layerdrop > 0.0 and torch.rand([]) < self.layerdrop:
+            continue
+        hidden_states = encoder_layer(hidden_states, attention_mask, **kwargs)
+    return hidden_states
+
+
+def encoder_head(self: Qwen2AudioEncoder, hidden_states: torch.Tensor) -> BaseModelOutput:
+    """Qwen2-Audio's 2x average pool, then the final layer norm."""
+    hidden_states = self.avg_pooler(hidden_states.permute(0, 2, 1)).permute(0, 2, 1)
+    return BaseModelOutput(last_hidden_state=self.layer_norm(hidden_states))
+
+
 def _forward_valid_frames(
     self: Qwen2AudioEncoder,
     input_features: torch.Tensor,
@@ -67,31 +108,12 @@ def _forward_valid_frames(
     """Qwen2AudioEncoder.forward for any even frame count <= 3000: the positional table is sliced.
 
     Mirrors transformers 5.23's encoder forward step for step (the equality tests against the
-    stock 30 s path guard against drift); hidden-state/attention capture is not supported. One
-    difference, in layout only: the hidden states are made dense after the conv stem's permute.
-    Left as the permuted view, every layer inherits its frame-minor strides, so each LayerNorm
-    copies its input and each residual add runs the strided kernel: on the 7B's encoder that was
-    5 % of the scorer's GPU time (H200 profile by aten op). The values are the same.
+    stock 30 s path guard against drift); hidden-state/attention capture is not supported.
     """
     if kwargs.get("output_hidden_states") or kwargs.get("output_attentions"):
         raise NotImplementedError("the truncating encoder does not return hidden states or attentions")
-    n_frames = input_features.shape[-1]
-    if n_frames > full_frames(self) or n_frames % 2:
-        raise ValueError(f"encoder input must be an even number of frames <= {full_frames(self)}, got {n_frames}")
-
-    inputs_embeds = nn.functional.gelu(self.conv1(input_features))
-    inputs_embeds = nn.functional.gelu(self.conv2(inputs_embeds))
-    inputs_embeds = inputs_embeds.permute(0, 2, 1).contiguous()
-    hidden_states = inputs_embeds + self.embed_positions.weight[: inputs_embeds.shape[1]]
-    hidden_states = nn.functional.dropout(hidden_states, p=self.dropout, training=self.training)
-
-    for encoder_layer in self.layers:
-        if self.training and self.layerdrop > 0.0 and torch.rand([]) < self.layerdrop:
-            continue
-        hidden_states = encoder_layer(hidden_states, attention_mask, **kwargs)
-
-    hidden_states = self.avg_pooler(hidden_states.permute(0, 2, 1)).permute(0, 2, 1)
-    return BaseModelOutput(last_hidden_state=self.layer_norm(hidden_states))
+    hidden_states = encoder_layers(self, encoder_stem(self, input_features), attention_mask, **kwargs)
+    return encoder_head(self, hidden_states)
 
 
 def _make_pre_hook(multiple: int, max_frames: int):
@@ -114,7 +136,7 @@ def _make_pre_hook(multiple: int, max_frames: int):
     return hook
 
 
-def enable_encoder_truncation(model: nn.Module, multiple: int = 20) -> None:
+def enable_encoder_truncation(model: nn.Module, multiple: int = DEFAULT_MULTIPLE) -> None:
     """Make every Qwen2-Audio encoder in ``model`` run on valid frames only (idempotent).
 
     Works on a plain model or a peft-wrapped one: all encoders are patched, including peft's

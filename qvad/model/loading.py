@@ -17,7 +17,7 @@ from transformers.models.qwen2.modeling_qwen2 import Qwen2RMSNorm
 from transformers.models.qwen2_audio.modeling_qwen2_audio import Qwen2AudioModel
 
 from qvad.model.encoder_attention import use_strided_encoder_attention
-from qvad.model.encoder_truncation import enable_encoder_truncation
+from qvad.model.encoder_truncation import DEFAULT_MULTIPLE, enable_encoder_truncation
 from qvad.model.fast_attention import enable_fast_attention
 from qvad.model.forward_patch import modules_of, patch_forward
 from qvad.model.fused_mlp import use_fused_mlp
@@ -116,7 +116,7 @@ def load_model_and_processor(
 
     Keys: ``preset`` (see qvad.model.presets), ``path`` (local dir for offline presets, hub id
     for real), ``quantization`` ('none' | 'bf16' | 'nf4'), ``dtype`` (float32 | bfloat16 | float16 |
-    null), ``truncate_encoder`` (bool, default true), ``truncate_multiple`` (even int, default 20),
+    null), ``truncate_encoder`` (bool, default true), ``truncate_multiple`` (even int, default 2),
     ``gradient_checkpointing`` (bool, default false; training only), ``kbit_fp32_upcast`` (bool,
     default false: NF4 training keeps the non-4-bit weights in bf16, see _prepare_kbit_training),
     ``attn_implementation`` (default 'sdpa': PyTorch's fused attention kernels),
@@ -174,6 +174,6 @@ def load_model_and_processor(
     if model_cfg.get("fast_attention", True):
         enable_fast_attention(model)
     if model_cfg.get("truncate_encoder", True):
-        enable_encoder_truncation(model, int(model_cfg.get("truncate_multiple", 20)))
+        enable_encoder_truncation(model, int(model_cfg.get("truncate_multiple", DEFAULT_MULTIPLE)))
     model.eval()
     return model, processor

@@ -19,7 +19,7 @@ from peft import PeftModel
 
 from qvad.model.prompt import audio_position
 from qvad.common.atomic import write_json
-from qvad.model.encoder_truncation import enable_encoder_truncation
+from qvad.model.encoder_truncation import DEFAULT_MULTIPLE, enable_encoder_truncation
 from qvad.model.loading import load_model_and_processor
 from qvad.model.presets import LOCAL_PRESETS
 from qvad.model.presets.tiny import build_tiny_checkpoint
@@ -78,6 +78,6 @@ def load_trained(model_cfg: Mapping[str, Any], adapter: Path | None = ADAPTER, b
         warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*", category=FutureWarning)
         model = PeftModel.from_pretrained(model, str(adapter), is_trainable=False)
     if model_cfg.get("truncate_encoder", True):
-        enable_encoder_truncation(model, int(model_cfg.get("truncate_multiple", 20)))
+        enable_encoder_truncation(model, int(model_cfg.get("truncate_multiple", DEFAULT_MULTIPLE)))
     model.eval()
     return model, processor
