@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from qvad.model.collate import ABCollator
-from qvad.model.encoder_cache import cache_frozen_encoder, encoder_trains
+from qvad.model.encoder_cache import cache_frozen_encoder, encoder_cacheable
 from qvad.model.loading import load_model_and_processor
 from qvad.model.lora import apply_lora
 from qvad.model.presets.tiny import build_tiny_checkpoint
@@ -47,9 +47,29 @@ def test_cached_loss_equals_uncached_and_rows_are_reused(tiny_dir):
     assert all(p.grad is not None for n, p in model.named_parameters() if "lora_" in n)
 
 
+def test_lora_on_the_last_encoder_layer_caches_the_front_and_trains_the_rest(tiny_dir):
+    model, processor = load_model_and_processor({"preset": "tiny", "path": str(tiny_dir)}, "cpu", for_training=True)
+    model, _ = apply_lora(model, {**LORA, "audio_layers": 1}, "qwen2-audio-7b-instruct")
+    audio_lora = {n: p for n, p in model.named_parameters() if "lora_" in n and ".audio_tower." in n}
+    assert audio_lora and all(".layers.1." in n for n in audio_lora)  # tiny's tower has 2 layers
+    batch = _batch(processor)
+    for p in audio_lora.values():  # peft starts B at zero: make the adapted layer differ from the base
+        torch.nn.init.normal_(p, std=0.05)
+    plain = model(**batch).loss
+    cache = cache_frozen_encoder(model)
+    assert cache.front == 1 and not cache.whole
+    first, second = model(**batch).loss, model(**batch).loss
+    assert torch.allclose(first, plain, atol=1e-5) and torch.equal(first, second)
+    assert (cache.misses, cache.hits) == (3, 3)
+    second.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in audio_lora.values())
+    stem = model.base_model.model.model.audio_tower.conv1.weight
+    assert stem.grad is None  # the cached front stays out of the graph
+
+
 def test_a_training_encoder_is_not_cached(tiny_dir):
     model, _ = load_model_and_processor({"preset": "tiny", "path": str(tiny_dir)}, "cpu", for_training=True)
     model, _ = apply_lora(model, LORA, "tiny")  # tiny trains its tower in full
-    assert encoder_trains(model)
+    assert not encoder_cacheable(model)
     with pytest.raises(ValueError, match="trains"):
         cache_frozen_encoder(model)

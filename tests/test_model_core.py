@@ -287,11 +287,18 @@ def test_lora_scope_excludes_audio_tower_unless_asked(tiny_dir: Path) -> None:
     names = _lora_module_names(peft_model)
     assert len(names) == 7 * n_layers and not any("audio_tower" in n for n in names)
 
-    cfg = {"r": 4, "alpha": 8, "targets": "attention", "include_audio_tower": True}
+    cfg = {"r": 4, "alpha": 8, "targets": "attention", "audio_layers": n_layers}
     peft_model, _ = apply_lora(_load(tiny_dir)[0], cfg, real)
     audio = [n for n in _lora_module_names(peft_model) if ".audio_tower." in n]
     assert sorted({n.split(".")[-1] for n in audio}) == ["k_proj", "out_proj", "q_proj", "v_proj"]
     assert len(audio) == 4 * n_layers
+
+    peft_model, _ = apply_lora(_load(tiny_dir)[0], {**cfg, "audio_layers": 1}, real)  # the last layer only
+    audio = [n for n in _lora_module_names(peft_model) if ".audio_tower." in n]
+    assert len(audio) == 4 and all(f".layers.{n_layers - 1}." in n for n in audio)
+    for bad in (-1, n_layers + 1, True, "all"):
+        with pytest.raises(ValueError, match="lora.audio_layers"):
+            apply_lora(_load(tiny_dir)[0], {**cfg, "audio_layers": bad}, real)
 
     # The trap the regex avoids: a bare name list also adapts the audio tower's q/k/v.
     naive = get_peft_model(_load(tiny_dir)[0], LoraConfig(r=4, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]))
@@ -310,8 +317,8 @@ def test_tiny_preset_trains_audio_path_in_full(tiny_dir: Path) -> None:
     full = sum(p.numel() for n, p in peft_model.named_parameters() if p.requires_grad and "lora_" not in n)
     assert counts["full"] == full > 0 and counts["lora"] > 0
     assert counts["trainable"] == counts["lora"] + counts["full"]
-    with pytest.raises(ValueError, match="include_audio_tower"):
-        apply_lora(_load(tiny_dir)[0], {"r": 4, "alpha": 8, "include_audio_tower": True}, "tiny")
+    with pytest.raises(ValueError, match="audio_layers"):
+        apply_lora(_load(tiny_dir)[0], {"r": 4, "alpha": 8, "audio_layers": 1}, "tiny")
 
 
 # (6) ---------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Reuse a frozen audio encoder's output for a clip it has already encoded.
+"""Reuse a frozen audio encoder's output (or its frozen front's) for a clip it has already encoded.
 
 With the encoder frozen (the whisper-tiny default; the 7B's default too), its output for a clip
 never changes during training, yet every epoch and every dev evaluation would recompute it:
@@ -7,6 +7,10 @@ its mel features and mask, encodes only the rows it has not seen (as one sub-bat
 the results on the CPU. A row's output can differ from the uncached path only by the last
 float bits of batching (tests/test_encoder_cache.py bounds it); for a given order of batches
 the bytes are reproducible. Augmented features (SpecAugment) are new content, so they miss.
+
+When only the encoder's last layers train (``lora.audio_layers``), the conv stem and the layers
+before them are still a fixed function of the clip: the cache then keeps the hidden states that
+enter the first trained layer, and runs the trained layers, the pool and the final norm live.
 """
 
 from __future__ import annotations
@@ -19,16 +23,43 @@ from torch import nn
 from transformers.modeling_outputs import BaseModelOutput
 from transformers.models.qwen2_audio.modeling_qwen2_audio import Qwen2AudioEncoder
 
+from qvad.model.encoder_truncation import encoder_head, encoder_layers, encoder_stem
+
 DROPOUT_KEYS = ("dropout", "attention_dropout", "activation_dropout", "encoder_layerdrop")
+_STEM = ("conv1", "conv2", "embed_positions")
+
+
+def _trains(module: nn.Module) -> bool:
+    return any(p.requires_grad for p in module.parameters())
+
+
+def frozen_front(encoder: Qwen2AudioEncoder) -> int | None:
+    """How many leading layers train nothing (all of them: the whole encoder is frozen); None if the stem trains."""
+    if any(_trains(getattr(encoder, name)) for name in _STEM):
+        return None
+    trained = [i for i, layer in enumerate(encoder.layers) if _trains(layer)]
+    if not trained and not _trains(encoder.layer_norm):
+        return len(encoder.layers) + 1  # past the layers: the head is frozen too
+    return trained[0] if trained else len(encoder.layers)
 
 
 class FrozenEncoderCache:
-    """Stands in for a frozen encoder's ``forward``; counts ``hits`` and ``misses`` (rows)."""
+    """Stands in for an encoder's ``forward``; counts ``hits`` and ``misses`` (rows).
 
-    def __init__(self, encoder: Qwen2AudioEncoder) -> None:
+    ``front`` is :func:`frozen_front`'s count: with every part frozen the whole output is cached,
+    else the input of layer ``front``, and the rest of the encoder runs (and trains) live.
+    """
+
+    def __init__(self, encoder: Qwen2AudioEncoder, front: int) -> None:
         self.forward = encoder.forward  # the current forward (truncating or stock)
+        self.encoder, self.front = encoder, front
         self.store: dict[bytes, torch.Tensor] = {}
         self.hits = self.misses = 0
+
+    @property
+    def whole(self) -> bool:
+        """Whether the cached rows are the encoder's final output."""
+        return self.front > len(self.encoder.layers)
 
     @staticmethod
     def _key(features: torch.Tensor, mask: torch.Tensor | None) -> bytes:
@@ -36,6 +67,12 @@ class FrozenEncoderCache:
         if mask is not None:
             h.update(mask.detach().float().cpu().numpy().tobytes())
         return h.digest()
+
+    def _frozen_part(self, features: torch.Tensor, mask: torch.Tensor | None, **kwargs: Any) -> torch.Tensor:
+        if self.whole:
+            return self.forward(features, mask, **kwargs).last_hidden_state
+        stem = encoder_stem(self.encoder, features)
+        return encoder_layers(self.encoder, stem, mask, slice(0, self.front), **kwargs)
 
     def __call__(self, input_features: torch.Tensor, attention_mask: torch.Tensor | None = None,
                  **kwargs: Any) -> BaseModelOutput:
@@ -46,25 +83,24 @@ class FrozenEncoderCache:
             idx = torch.tensor(missing, device=input_features.device)
             mask = None if attention_mask is None else attention_mask[idx]
             with torch.no_grad():
-                out = self.forward(input_features[idx], mask, **kwargs).last_hidden_state
+                out = self._frozen_part(input_features[idx], mask, **kwargs)
             for row, i in enumerate(missing):
                 self.store[keys[i]] = out[row].cpu()
         self.misses += len(missing)
         self.hits += len(keys) - len(missing)
         stacked = torch.stack([self.store[k] for k in keys]).to(input_features.device)
-        return BaseModelOutput(last_hidden_state=stacked)
-
-
-def encoder_trains(model: nn.Module) -> bool:
-    """Whether any audio encoder in ``model`` has a parameter that trains."""
-    return any(p.requires_grad for m in model.modules() if isinstance(m, Qwen2AudioEncoder) for p in m.parameters())
+        if self.whole:
+            return BaseModelOutput(last_hidden_state=stacked)
+        live = encoder_layers(self.encoder, stacked, attention_mask, slice(self.front, None), **kwargs)
+        return encoder_head(self.encoder, live)
 
 
 def _uncacheable_because(model: nn.Module) -> str | None:
-    """Why the model's audio encoder output is not a function of the clip alone, or None."""
+    """Why no part of the model's audio encoder output is a function of the clip alone, or None."""
     encoders = [m for m in model.modules() if isinstance(m, Qwen2AudioEncoder)]
-    if encoder_trains(model) or len(encoders) != 1:
-        return "the audio encoder trains (or there is not exactly one): its output cannot be cached"
+    if len(encoders) != 1 or frozen_front(encoders[0]) is None:
+        return ("the audio encoder trains from its conv stem on (or there is not exactly one): "
+                "its output cannot be cached")
     noisy = {k: getattr(encoders[0].config, k, 0.0) for k in DROPOUT_KEYS if getattr(encoders[0].config, k, 0.0)}
     if noisy:
         return f"the audio encoder has dropout {noisy}: its output is not a function of the clip"
@@ -79,13 +115,14 @@ def encoder_cacheable(model: nn.Module) -> bool:
 def cache_frozen_encoder(model: nn.Module) -> FrozenEncoderCache:
     """Put a :class:`FrozenEncoderCache` in front of the model's one audio encoder.
 
-    Refuses an encoder that trains (any parameter with ``requires_grad``, e.g. LoRA or a
-    ``modules_to_save`` copy in use) or has dropout, whose output is then not a function of the clip.
+    Refuses an encoder whose conv stem trains (e.g. a ``modules_to_save`` copy in use, as the
+    tiny preset trains its tower) or that has dropout: its output is then not a function of the
+    clip. With LoRA on the last layers only, their input is cached and they run live.
     """
     reason = _uncacheable_because(model)
     if reason is not None:
         raise ValueError(reason)
     encoder = next(m for m in model.modules() if isinstance(m, Qwen2AudioEncoder))
-    cache = FrozenEncoderCache(encoder)
+    cache = FrozenEncoderCache(encoder, frozen_front(encoder))
     encoder.forward = cache
     return cache

@@ -15,7 +15,7 @@ from transformers import Qwen2AudioForConditionalGeneration
 from qvad.model.presets import FULLY_TRAINED, PRESETS
 
 _LM_LAYERS = r"model\.language_model\.layers\.\d+\."
-_AUDIO_LAYERS = r"model\.audio_tower\.layers\.\d+\."
+_AUDIO_LAYERS = r"model\.audio_tower\.layers\.({layers})\."
 _LM_TARGETS = {
     "attention": r"self_attn\.(q_proj|k_proj|v_proj|o_proj)",
     "attention+mlp": r"(self_attn\.(q_proj|k_proj|v_proj|o_proj)|mlp\.(gate_proj|up_proj|down_proj))",
@@ -27,8 +27,8 @@ _AUDIO_TARGETS = {
 }
 
 
-def lora_target_regex(targets: str, include_audio_tower: bool) -> str:
-    """Full-match regex over module names: LM layers' projections, plus the encoder's only if asked.
+def lora_target_regex(targets: str, audio_layers: range = range(0)) -> str:
+    """Full-match regex over module names: LM layers' projections, plus those of ``audio_layers``.
 
     A plain list like ``["q_proj", "k_proj", "v_proj", "o_proj"]`` would also hit the audio
     tower's q/k/v (peft matches name suffixes), so the scope is anchored on the module path.
@@ -36,9 +36,23 @@ def lora_target_regex(targets: str, include_audio_tower: bool) -> str:
     if targets not in _LM_TARGETS:
         raise ValueError(f"lora.targets must be one of {sorted(_LM_TARGETS)}, got {targets!r}")
     pattern = _LM_LAYERS + _LM_TARGETS[targets]
-    if include_audio_tower:
-        pattern = f"({pattern})|({_AUDIO_LAYERS}{_AUDIO_TARGETS[targets]})"
+    if len(audio_layers):
+        layers = "|".join(str(i) for i in audio_layers)
+        pattern = f"({pattern})|({_AUDIO_LAYERS.format(layers=layers)}{_AUDIO_TARGETS[targets]})"
     return pattern
+
+
+def adapted_audio_layers(lora_cfg: Mapping[str, Any], n_layers: int) -> range:
+    """Indices of the encoder layers that take LoRA: the last ``lora.audio_layers`` of ``n_layers``.
+
+    The last ones, because a frozen front then stays cacheable (qvad.model.encoder_cache): its
+    output for a clip is computed once, and only the adapted layers run in every step.
+    """
+    count = lora_cfg.get("audio_layers", 0)
+    if not isinstance(count, int) or isinstance(count, bool) or not 0 <= count <= n_layers:
+        raise ValueError(f"lora.audio_layers must be an integer from 0 (encoder frozen) to {n_layers} "
+                         f"(all of this encoder's layers), got {count!r}")
+    return range(n_layers - count, n_layers)
 
 
 def apply_lora(
@@ -47,25 +61,26 @@ def apply_lora(
     """Wrap ``model`` with LoRA per ``lora.*`` params; return the peft model and parameter counts.
 
     Keys: ``r``, ``alpha``, ``dropout``, ``targets`` ('attention' | 'attention+mlp'),
-    ``include_audio_tower`` (default false). Modules a preset has no pretrained weights for
-    (``FULLY_TRAINED``: for 'tiny' the audio tower and projector, for 'whisper-tiny' the projector)
-    are trained in full (peft ``modules_to_save``, hence saved with the adapter) while the
-    language model takes LoRA. Counts: ``total`` (all parameters, peft's
-    trainable copies included), ``trainable``, ``lora``, ``full`` (trainable non-LoRA parameters).
+    ``audio_layers`` (how many of the encoder's last layers take LoRA too; default 0). Modules a
+    preset has no pretrained weights for (``FULLY_TRAINED``: for 'tiny' the audio tower and
+    projector, for 'whisper-tiny' the projector) are trained in full (peft ``modules_to_save``,
+    hence saved with the adapter) while the language model takes LoRA. Counts: ``total`` (all
+    parameters, peft's trainable copies included), ``trainable``, ``lora``, ``full`` (trainable
+    non-LoRA parameters).
     """
     if preset not in PRESETS:
         raise ValueError(f"preset must be one of {PRESETS}, got {preset!r}")
-    include_audio = bool(lora_cfg.get("include_audio_tower", False))
+    audio_layers = adapted_audio_layers(lora_cfg, model.config.audio_config.encoder_layers)
     full = FULLY_TRAINED[preset]
-    if include_audio and "model.audio_tower" in full:
+    if len(audio_layers) and "model.audio_tower" in full:
         raise ValueError(
-            f"lora.include_audio_tower is meaningless for preset {preset!r}: its audio tower is trained in full"
+            f"lora.audio_layers is meaningless for preset {preset!r}: its audio tower is trained in full"
         )
     config = LoraConfig(
         r=int(lora_cfg["r"]),
         lora_alpha=lora_cfg["alpha"],
         lora_dropout=float(lora_cfg.get("dropout", 0.0)),
-        target_modules=lora_target_regex(lora_cfg.get("targets", "attention"), include_audio),
+        target_modules=lora_target_regex(lora_cfg.get("targets", "attention"), audio_layers),
         modules_to_save=[name.rsplit(".", 1)[-1] for name in full] or None,
         bias="none",
         task_type="CAUSAL_LM",

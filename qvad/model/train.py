@@ -12,8 +12,8 @@ from qvad.common.atomic import write_json
 from qvad.model.collate import ABCollator
 from qvad.common.cpu_numerics import pin_cpu_numerics
 from qvad.model.dataset import ClipDataset
-from qvad.model.encoder_cache import cache_frozen_encoder, encoder_trains
-from qvad.model.encoder_truncation import enable_encoder_truncation
+from qvad.model.encoder_cache import cache_frozen_encoder, encoder_cacheable
+from qvad.model.encoder_truncation import DEFAULT_MULTIPLE, enable_encoder_truncation
 from qvad.model.loading import load_model_and_processor
 from qvad.model.lora import apply_lora, training_roles
 from qvad.model.store import ADAPTER, device, prepare_base
@@ -57,8 +57,8 @@ def train(params: dict) -> None:
     model, processor = load_model_and_processor(model_cfg, dev_name, for_training=True)
     model, counts = apply_lora(model, lora_cfg, model_cfg["preset"])
     if model_cfg.get("truncate_encoder", True):  # peft's trainable copies of the tower too
-        enable_encoder_truncation(model, int(model_cfg.get("truncate_multiple", 20)))
-    cache = cache_frozen_encoder(model) if cfg["cache_frozen_encoder"] and not encoder_trains(model) else None
+        enable_encoder_truncation(model, int(model_cfg.get("truncate_multiple", DEFAULT_MULTIPLE)))
+    cache = cache_frozen_encoder(model) if cfg["cache_frozen_encoder"] and encoder_cacheable(model) else None
 
     train_set, dev_set = ClipDataset(SPLITS[0]), ClipDataset(SPLITS[1])
     run_params = {k: params[k] for k in ("seed", "cpu_threads", "train", "model", "lora", "prompt")}
