@@ -44,7 +44,9 @@ def build_model_dir(root: Path, preset: str = "tiny") -> Path:
     loaded_cfg = prepare_base(model_cfg, 0, models / "base")
     torch.manual_seed(0)
     model, processor = load_model_and_processor(loaded_cfg, "cpu", for_training=False)
-    model, _ = apply_lora(model, {**params["lora"], "r": 4}, preset)
+    # the tiny preset trains its tower in full, so it takes no encoder LoRA (apply_lora refuses it)
+    lora_cfg = {**params["lora"], "r": 4, **({"audio_layers": 0} if preset == "tiny" else {})}
+    model, _ = apply_lora(model, lora_cfg, preset)
     model.save_pretrained(models / "adapter")
     processor.save_pretrained(models / "adapter")
     cfg = detector_config({**params, "model": model_cfg}, temperature=1.7)

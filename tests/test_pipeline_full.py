@@ -68,7 +68,8 @@ def test_whole_chain_writes_every_metric(full_repo):
     assert {"DT75", "DT90", "DT50", "SNR-75@1000ms"} <= set(psy["systems"]["model"])
     train = json.loads((full_repo / "metrics/train.json").read_text())
     assert train["preset"] == "whisper-tiny" and train["trainable_parameters"]["lora"] > 0
-    assert train["modules"]["audio_tower"]["role"] == "frozen"
+    audio = train["modules"]["audio_tower"]  # lora.audio_layers: the last layers adapted, the rest frozen
+    assert audio["role"] == "LoRA" and audio["parameters"]["frozen"] > 0 and audio["parameters"]["full"] == 0
     assert train["modules"]["multi_modal_projector"]["role"] == "full"
     assert train["modules"]["language_model"]["role"] == "LoRA"
     dev = pd.read_csv(full_repo / "dvclive/plots/metrics/eval/balanced_accuracy.tsv", sep="\t")
