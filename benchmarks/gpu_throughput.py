@@ -62,7 +62,7 @@ from benchmarks.gpu.profiling import run_profile, run_train_profile  # noqa: E40
 from benchmarks.gpu.report import new_report, print_table, summarize  # noqa: E402
 from benchmarks.gpu.training import lora_bf16_section, qlora_nf4_section  # noqa: E402
 from qvad.common.params import load_params  # noqa: E402
-from qvad.model.encoder_truncation import DEFAULT_MULTIPLE  # noqa: E402
+from qvad.model.encoder_truncation import configured_multiple  # noqa: E402
 
 SUMMARY_KEYS = ("inference_checks", "loader_notes", "tokenizer", "prompt_tokens", "matmul_bf16_tflops_measured",
                 "weights_gib_bf16", "weights_gib_nf4", "elapsed_s")
@@ -73,7 +73,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     parser.add_argument("--tiny", action="store_true", help="tiny architecture (smoke test)")
     parser.add_argument("--budget-s", type=float, default=540.0, help="skip optional runs past this wall time")
-    parser.add_argument("--skip", default="", help="comma list of sections to skip: naive,infer,bf16,nf4,upcast")
+    parser.add_argument("--skip", default="", help="comma list of sections to skip: naive,infer,attrib (older speed-ups' "
+                        "attribution rows),bf16,nf4,upcast")
     parser.add_argument("--profile", action="store_true",
                         help="before the sweeps: kernel breakdown of the landed and current scorer and a train step")
     parser.add_argument("--profile-only", action="store_true", help="the profile without the sweeps")
@@ -93,7 +94,7 @@ def start_bench(args: argparse.Namespace) -> Bench:
             + ("" if CUDA else "_cpu") + (f"_{args.tag}" if args.tag else ""))
     params = load_params(REPO / "params.yaml")
     lora_cfg = dict(params["lora"])
-    trunc_multiple = int(params["model"].get("truncate_multiple", DEFAULT_MULTIPLE))
+    trunc_multiple = configured_multiple(params["model"])
     return Bench(report=new_report(lora_cfg, trunc_multiple), out_file=out_dir / f"{name}.json", clock=clock,
                  workdir=Path(tempfile.mkdtemp(prefix="qvad_bench_")), prompt_cfg=dict(params.get("prompt") or {}),
                  lora_cfg=lora_cfg, trunc_multiple=trunc_multiple, tiny=args.tiny,

@@ -166,7 +166,7 @@ def random_7b_detector(device: str):
     from benchmarks.gpu.common import Loader, make_config, make_processor, random_state_dict
     from qvad.detector import Detector
     from qvad.detector_config import DetectorConfig, detector_config
-    from qvad.model.encoder_truncation import DEFAULT_MULTIPLE, enable_encoder_truncation
+    from qvad.model.encoder_truncation import truncate_as_configured
     from qvad.model.lora import apply_lora
 
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -179,8 +179,7 @@ def random_7b_detector(device: str):
                                    truncate_encoder=model_cfg.get("truncate_encoder", True))
     del state, loader
     model, _ = apply_lora(model, params["lora"], "qwen2-audio-7b-instruct")
-    if model_cfg.get("truncate_encoder", True):
-        enable_encoder_truncation(model, int(model_cfg.get("truncate_multiple", DEFAULT_MULTIPLE)))
+    truncate_as_configured(model, model_cfg)
     model.eval()
     cfg = DetectorConfig.from_dict(detector_config({**params, "model": model_cfg}, temperature=1.0), "params.yaml")
     return Detector(model, processor, cfg, device=device, batch_size=1)

@@ -257,6 +257,23 @@ def test_truncation_margin_is_needed(tiny_dir: Path, monkeypatch: pytest.MonkeyP
     assert np.abs(logits_full - logits_cut).max() > 1e-6
 
 
+@pytest.mark.parametrize("value", [0, 3, -2, 2.0, True, "2"])
+def test_bad_truncate_multiple_names_the_key(value: object) -> None:
+    with pytest.raises(ValueError, match="model.truncate_multiple"):
+        encoder_trunc.configured_multiple({"truncate_multiple": value})
+
+
+def test_truncation_follows_the_model_params(tiny_dir: Path) -> None:
+    """``truncate_encoder: false`` keeps the 30 s encoder; by default the frames are cut, rounded to
+    DEFAULT_MULTIPLE (or ``truncate_multiple``)."""
+    assert encoder_trunc.configured_multiple({}) == encoder_trunc.DEFAULT_MULTIPLE
+    assert encoder_trunc.configured_multiple({"truncate_multiple": 20}) == 20
+    for cfg, truncated in (({"truncate_encoder": False}, False), ({}, True)):
+        model, _ = _load(tiny_dir, truncate=False)
+        encoder_trunc.truncate_as_configured(model, cfg)
+        assert any(getattr(m, encoder_trunc._HOOK_ATTR, None) is not None for m in model.modules()) == truncated
+
+
 def test_truncation_reaches_peft_trainable_encoder_copy(tiny_dir: Path) -> None:
     model, processor = _load(tiny_dir, truncate=True, training=True)
     peft_model, _ = apply_lora(model, {"r": 4, "alpha": 8, "targets": "attention"}, "tiny")

@@ -253,6 +253,9 @@ def inference_section(bench: Bench, model, proc) -> None:
         scorer_row(bench, model, proc, "scorer_2s_container_question_first", container_clips, batch, qfirst)
     top = best(bench.report["inference"], "scorer_1s")
     b = top["batch"] if top else b
+    if "attrib" in bench.skip:  # the older speed-ups' attributions (in earlier result files)
+        bench.save()
+        return
     enable_fast_attention(model, split_prefix=False)
     scorer_row(bench, model, proc, "scorer_1s_prefix_buffers", one_second_clips, b)
     scorer_row(bench, model, proc, "scorer_2s_container_prefix_buffers", container_clips, 8 if small else 1024)

@@ -16,7 +16,7 @@ enter the first trained layer, and runs the trained layers, the pool and the fin
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -33,24 +33,32 @@ def _trains(module: nn.Module) -> bool:
     return any(p.requires_grad for p in module.parameters())
 
 
-def frozen_front(encoder: Qwen2AudioEncoder) -> int | None:
-    """How many leading layers train nothing (all of them: the whole encoder is frozen); None if the stem trains."""
+class FrozenPart(NamedTuple):
+    """What of an encoder trains nothing: its conv stem and the first ``layers`` layers, and
+    with ``whole`` every layer and the final norm too (its output is then a function of the clip)."""
+
+    layers: int
+    whole: bool
+
+
+def frozen_front(encoder: Qwen2AudioEncoder) -> FrozenPart | None:
+    """The encoder's frozen front (:class:`FrozenPart`); None if its conv stem trains."""
     if any(_trains(getattr(encoder, name)) for name in _STEM):
         return None
     trained = [i for i, layer in enumerate(encoder.layers) if _trains(layer)]
-    if not trained and not _trains(encoder.layer_norm):
-        return len(encoder.layers) + 1  # past the layers: the head is frozen too
-    return trained[0] if trained else len(encoder.layers)
+    if trained:
+        return FrozenPart(trained[0], whole=False)
+    return FrozenPart(len(encoder.layers), whole=not _trains(encoder.layer_norm))
 
 
 class FrozenEncoderCache:
     """Stands in for an encoder's ``forward``; counts ``hits`` and ``misses`` (rows).
 
-    ``front`` is :func:`frozen_front`'s count: with every part frozen the whole output is cached,
-    else the input of layer ``front``, and the rest of the encoder runs (and trains) live.
+    ``front`` is :func:`frozen_front`'s result: with the whole encoder frozen its output is cached,
+    else the input of layer ``front.layers``, and the rest of the encoder runs (and trains) live.
     """
 
-    def __init__(self, encoder: Qwen2AudioEncoder, front: int) -> None:
+    def __init__(self, encoder: Qwen2AudioEncoder, front: FrozenPart) -> None:
         self.forward = encoder.forward  # the current forward (truncating or stock)
         self.encoder, self.front = encoder, front
         self.store: dict[bytes, torch.Tensor] = {}
@@ -59,7 +67,7 @@ class FrozenEncoderCache:
     @property
     def whole(self) -> bool:
         """Whether the cached rows are the encoder's final output."""
-        return self.front > len(self.encoder.layers)
+        return self.front.whole
 
     @staticmethod
     def _key(features: torch.Tensor, mask: torch.Tensor | None) -> bytes:
@@ -72,7 +80,7 @@ class FrozenEncoderCache:
         if self.whole:
             return self.forward(features, mask, **kwargs).last_hidden_state
         stem = encoder_stem(self.encoder, features)
-        return encoder_layers(self.encoder, stem, mask, slice(0, self.front), **kwargs)
+        return encoder_layers(self.encoder, stem, mask, slice(0, self.front.layers), **kwargs)
 
     def __call__(self, input_features: torch.Tensor, attention_mask: torch.Tensor | None = None,
                  **kwargs: Any) -> BaseModelOutput:
@@ -91,7 +99,7 @@ class FrozenEncoderCache:
         stacked = torch.stack([self.store[k] for k in keys]).to(input_features.device)
         if self.whole:
             return BaseModelOutput(last_hidden_state=stacked)
-        live = encoder_layers(self.encoder, stacked, attention_mask, slice(self.front, None), **kwargs)
+        live = encoder_layers(self.encoder, stacked, attention_mask, slice(self.front.layers, None), **kwargs)
         return encoder_head(self.encoder, live)
 
 

@@ -21,7 +21,7 @@ the matching slice of the positional table.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 from torch import nn
@@ -159,6 +159,21 @@ def enable_encoder_truncation(model: nn.Module, multiple: int = DEFAULT_MULTIPLE
             old.remove()
         handle = qwen_model.register_forward_pre_hook(_make_pre_hook(multiple, max_frames), with_kwargs=True)
         setattr(qwen_model, _HOOK_ATTR, handle)
+
+
+def configured_multiple(model_cfg: Mapping[str, Any]) -> int:
+    """params.yaml's ``model.truncate_multiple`` (DEFAULT_MULTIPLE when absent), checked, naming the key."""
+    value = model_cfg.get("truncate_multiple", DEFAULT_MULTIPLE)
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0 or value % 2:
+        raise ValueError(f"model.truncate_multiple must be a positive even number of frames, got {value!r}")
+    return value
+
+
+def truncate_as_configured(model: nn.Module, model_cfg: Mapping[str, Any]) -> None:
+    """Encoder truncation as params.yaml's ``model`` section sets it (on, at DEFAULT_MULTIPLE, unless
+    ``truncate_encoder`` is false); the one place every loader and the train stage call."""
+    if model_cfg.get("truncate_encoder", True):
+        enable_encoder_truncation(model, configured_multiple(model_cfg))
 
 
 def disable_encoder_truncation(model: nn.Module) -> None:

@@ -17,7 +17,7 @@ from transformers.models.qwen2.modeling_qwen2 import Qwen2RMSNorm
 from transformers.models.qwen2_audio.modeling_qwen2_audio import Qwen2AudioModel
 
 from qvad.model.encoder_attention import use_strided_encoder_attention
-from qvad.model.encoder_truncation import DEFAULT_MULTIPLE, enable_encoder_truncation
+from qvad.model.encoder_truncation import truncate_as_configured
 from qvad.model.fast_attention import enable_fast_attention
 from qvad.model.forward_patch import modules_of, patch_forward
 from qvad.model.fused_mlp import use_fused_mlp
@@ -173,7 +173,6 @@ def load_model_and_processor(
         use_strided_encoder_attention(model)  # no q/k/v copies; the CPU keeps the stock forward
     if model_cfg.get("fast_attention", True):
         enable_fast_attention(model)
-    if model_cfg.get("truncate_encoder", True):
-        enable_encoder_truncation(model, int(model_cfg.get("truncate_multiple", DEFAULT_MULTIPLE)))
+    truncate_as_configured(model, model_cfg)
     model.eval()
     return model, processor

@@ -19,7 +19,7 @@ from peft import PeftModel
 
 from qvad.model.prompt import audio_position
 from qvad.common.atomic import write_json
-from qvad.model.encoder_truncation import DEFAULT_MULTIPLE, enable_encoder_truncation
+from qvad.model.encoder_truncation import truncate_as_configured
 from qvad.model.loading import load_model_and_processor
 from qvad.model.presets import LOCAL_PRESETS
 from qvad.model.presets.tiny import build_tiny_checkpoint
@@ -77,7 +77,6 @@ def load_trained(model_cfg: Mapping[str, Any], adapter: Path | None = ADAPTER, b
     with warnings.catch_warnings():  # peft reads transformers' deprecated is_gradient_checkpointing
         warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*", category=FutureWarning)
         model = PeftModel.from_pretrained(model, str(adapter), is_trainable=False)
-    if model_cfg.get("truncate_encoder", True):
-        enable_encoder_truncation(model, int(model_cfg.get("truncate_multiple", DEFAULT_MULTIPLE)))
+    truncate_as_configured(model, model_cfg)
     model.eval()
     return model, processor

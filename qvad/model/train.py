@@ -13,7 +13,7 @@ from qvad.model.collate import ABCollator
 from qvad.common.cpu_numerics import pin_cpu_numerics
 from qvad.model.dataset import ClipDataset
 from qvad.model.encoder_cache import cache_frozen_encoder, encoder_cacheable
-from qvad.model.encoder_truncation import DEFAULT_MULTIPLE, enable_encoder_truncation
+from qvad.model.encoder_truncation import truncate_as_configured
 from qvad.model.loading import load_model_and_processor
 from qvad.model.lora import apply_lora, training_roles
 from qvad.model.store import ADAPTER, device, prepare_base
@@ -56,8 +56,7 @@ def train(params: dict) -> None:
     model_cfg = prepare_base(model_cfg, seed)
     model, processor = load_model_and_processor(model_cfg, dev_name, for_training=True)
     model, counts = apply_lora(model, lora_cfg, model_cfg["preset"])
-    if model_cfg.get("truncate_encoder", True):  # peft's trainable copies of the tower too
-        enable_encoder_truncation(model, int(model_cfg.get("truncate_multiple", DEFAULT_MULTIPLE)))
+    truncate_as_configured(model, model_cfg)  # again after LoRA: peft's trainable copies of the tower too
     cache = cache_frozen_encoder(model) if cfg["cache_frozen_encoder"] and encoder_cacheable(model) else None
 
     train_set, dev_set = ClipDataset(SPLITS[0]), ClipDataset(SPLITS[1])
