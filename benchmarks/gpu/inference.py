@@ -253,9 +253,14 @@ def inference_section(bench: Bench, model, proc) -> None:
         scorer_row(bench, model, proc, "scorer_2s_container_question_first", container_clips, batch, qfirst)
     top = best(bench.report["inference"], "scorer_1s")
     b = top["batch"] if top else b
-    if "attrib" in bench.skip:  # the older speed-ups' attributions (in earlier result files)
-        bench.save()
-        return
+    if "attrib" not in bench.skip:  # the older speed-ups' attributions (in earlier result files)
+        attribution_rows(bench, model, proc, b, qfirst)
+    bench.save()
+
+
+def attribution_rows(bench: Bench, model, proc, b: int, qfirst: dict) -> None:
+    """What each landed speed-up buys: the scorer with one of them switched off at a time."""
+    small = bench.small
     enable_fast_attention(model, split_prefix=False)
     scorer_row(bench, model, proc, "scorer_1s_prefix_buffers", one_second_clips, b)
     scorer_row(bench, model, proc, "scorer_2s_container_prefix_buffers", container_clips, 8 if small else 1024)
@@ -284,4 +289,3 @@ def inference_section(bench: Bench, model, proc) -> None:
     disable_strided_encoder_attention(model)
     scorer_row(bench, model, proc, "scorer_2s_container_stock_encoder_attention", container_clips, 8 if small else 1024)
     use_strided_encoder_attention(model)
-    bench.save()
