@@ -24,14 +24,12 @@ from qvad.model.fused_mlp import disable_fused_mlp, silu_mul, silu_mul_applies, 
 from torch.nn.attention.bias import CausalBias
 
 from qvad.model.fast_attention import (
-    _rotary_reference,
     prefix_attention_mask,
     disable_fast_attention,
     enable_fast_attention,
     fast_attention_enabled,
-    fused_rotary_applies,
-    rotary,
 )
+from qvad.model.rotary import _rotary_reference, fused_rotary_applies, rotary
 from qvad.model import prefix_split
 from qvad.model.forward_patch import patch_forward, restore_forward, runs_forward
 from qvad.model.loading import load_model_and_processor
@@ -144,9 +142,9 @@ def test_unpadded_batches_take_the_causal_bias_and_agree(tiny_dir: Path, positio
     explicit = prefix_attention_mask(rest_mask, 5, "eager", torch.float32)[0, 0] == 0  # the tensor form
     assert isinstance(bias, CausalBias) and torch.equal(bias._materialize(), explicit)
     split_calls: list[int] = []
-    split = fast_attention.split_prefix_attention
-    monkeypatch.setattr(fast_attention, "split_prefix_attention",
-                        lambda *a, **kw: split_calls.append(1) or split(*a, **kw))
+    one_pass = fast_attention.one_pass_attention
+    monkeypatch.setattr(fast_attention, "one_pass_attention",
+                        lambda *a, **kw: split_calls.append(1) or one_pass(*a, **kw))
     fast = score_ab_logits(model, processor, clips, cfg, 3)
     assert len(split_calls) == 2 * model.config.text_config.num_hidden_layers  # two batches, every layer
     plain = score_ab_logits(model, processor, clips, cfg, 3, prefix_cache=False)
@@ -245,6 +243,57 @@ def test_split_prefix_attention_on_cuda_matches_the_joint_attention_in_bf16() ->
         last = prefix_split.split_prefix_attention(q, k, v, pk, pv, 128 ** -0.5, last_query=True)
     assert prefix_split.MERGE_KERNEL_ERROR is None and split.dtype == torch.bfloat16
     assert (split.float() - joint).abs().max() < 2e-2 and (last[:, 0].float() - joint[:, -1]).abs().max() < 2e-2
+
+
+def _rotation(rows: int, tokens: int, dim: int, offset: int, device: str):  # noqa: ANN202
+    """Qwen2's cos/sin ``[rows, tokens, dim]`` (bf16) for positions ``offset ..`` (rows 1: broadcast)."""
+    pos = torch.arange(tokens, device=device, dtype=torch.float32)[None].expand(rows, -1) + offset
+    inv = 1.0 / (10000 ** (torch.arange(0, dim, 2, device=device).float() / dim))
+    emb = torch.cat([pos[..., None] * inv] * 2, -1)
+    return emb.cos().to(torch.bfloat16), emb.sin().to(torch.bfloat16)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the one-pass prefix attention kernel runs on CUDA only")
+@pytest.mark.parametrize(("tokens", "prefix", "kv_heads", "cos_rows"), [(32, 53, 8, 1), (66, 20, 8, 5), (9, 6, 2, 1)])
+def test_one_pass_attention_is_the_rotated_joint_attention(tokens: int, prefix: int, kv_heads: int,
+                                                           cos_rows: int) -> None:
+    """The kernel rotates q and k as the fused rotary does and attends as one attention over prefix and
+    own keys: within bf16 rounding of the float32 joint attention, and no further from it than the
+    split path (flash + merge); the answer slot's single query gets the full result's last row."""
+    from qvad.model import prefix_attention
+
+    gen = torch.Generator(device="cuda").manual_seed(3)
+    def rnd(*shape):  # noqa: ANN002, ANN202
+        return torch.randn(*shape, device="cuda", generator=gen).to(torch.bfloat16)
+    rows, heads, dim, scale = 5, 8, 128, 128 ** -0.5
+    q, k, v = rnd(rows, tokens, heads, dim), rnd(rows, tokens, kv_heads, dim), rnd(rows, tokens, kv_heads, dim)
+    pk, pv = rnd(1, prefix, kv_heads, dim), rnd(1, prefix, kv_heads, dim)
+    cos, sin = _rotation(cos_rows, tokens, dim, prefix, "cuda")
+    rq, rk = rotary(q, k, cos, sin)
+    joint = _joint_attention(rq, rk, v, pk, pv, scale)
+    with torch.inference_mode():
+        fused = prefix_attention.launch(q, k, v, pk, pv, scale, (cos, sin), last_query=False)
+        last = prefix_attention.launch(q, k, v, pk, pv, scale, (cos, sin), last_query=True)
+        pre_rotated = prefix_attention.launch(rq, rk, v, pk, pv, scale, None, last_query=False)
+        split = prefix_split.split_prefix_attention(rq, rk, v, pk, pv, scale)
+    assert fused.shape == joint.shape and last.shape == (rows, 1, joint.shape[-1]) and fused.dtype == torch.bfloat16
+    err = (fused.float() - joint).abs().max().item()
+    assert err < 2e-2 and err <= 2 * (split.float() - joint).abs().max().item() + 1e-3, err
+    assert torch.equal(fused, pre_rotated)  # the in-kernel rotation is the fused rotary bit for bit
+    assert (last[:, 0].float() - joint[:, -1]).abs().max() < 2e-2
+
+
+def test_one_pass_attention_off_cuda_is_the_split_path() -> None:
+    """Without the kernel (CPU, float32) the rows are rotated and attended by the split path."""
+    from qvad.model import prefix_attention
+
+    q, k, v, pk, pv = _split_inputs("cpu", torch.float32, 2)
+    cos, sin = (x.float() for x in _rotation(1, q.shape[1], q.shape[-1], pk.shape[1], "cpu"))
+    assert not prefix_attention.one_pass_applies(q, pk)
+    got = prefix_attention.one_pass_attention(q, k, v, pk, pv, 0.3, (cos, sin))
+    rq, rk = _rotary_reference(q, k, cos, sin)
+    assert torch.equal(got, prefix_split.split_prefix_attention(rq, rk, v, pk, pv, 0.3))
+    assert (got - _joint_attention(rq, rk, v, pk, pv, 0.3)).abs().max() < 1e-5
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Qwen2's MLP activation, ``silu(gate) * up``, as one kernel when scoring on the GPU.
 
 The stock MLP runs ``act_fn(gate_proj(x)) * up_proj(x)`` as two elementwise kernels over the
-intermediate width (18,944 on the 7B): the SiLU reads ``gate`` and writes a new tensor, the
+intermediate width (11,008 on the 7B): the SiLU reads ``gate`` and writes a new tensor, the
 product reads both and writes a third. :func:`silu_mul` reads ``gate`` and ``up`` once and writes
 the result over ``gate``. It computes what the stock kernels compute, in float32, with each
 stored result rounded to bfloat16 as they store it: SiLU as ``x / (1 + exp(-x))`` with an

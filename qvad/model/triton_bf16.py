@@ -24,3 +24,14 @@ if triton is not None:
         bits = x.to(tl.uint32, bitcast=True)
         bits = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) << 16
         return tl.where(x != x, x, bits.to(tl.float32, bitcast=True))
+
+    @triton.jit
+    def rotate_half_bf16(x1, x2, c1, c2, s1, s2):
+        """``x * cos + rotate_half(x) * sin`` on the two halves of a head, as the stock bf16 kernels
+        store it: every product and the sum rounded to bfloat16 (float32 in, float32 out).
+
+        ``rotate_half(x)`` is ``(-x2, x1)``, so ``y1 = x1*cos1 + (-x2)*sin1`` and ``y2 = x2*cos2 + x1*sin2``.
+        """
+        y1 = round_bf16(round_bf16(x1 * c1) - round_bf16(x2 * s1))
+        y2 = round_bf16(round_bf16(x2 * c2) + round_bf16(x1 * s2))
+        return y1, y2
