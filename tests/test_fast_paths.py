@@ -283,6 +283,20 @@ def test_one_pass_attention_is_the_rotated_joint_attention(tokens: int, prefix: 
     assert (last[:, 0].float() - joint[:, -1]).abs().max() < 2e-2
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the one-pass prefix attention kernel runs on CUDA only")
+def test_one_pass_attention_takes_more_rows_and_heads_than_a_grid_axis_of_65535() -> None:
+    """8,200 rows x 8 heads: the scorer's batches of 2,048 x 32 heads passed the grid's 65,535 limit once."""
+    from qvad.model import prefix_attention
+
+    gen = torch.Generator(device="cuda").manual_seed(4)
+    q, k, v = (torch.randn(8200, 4, 8, 32, device="cuda", generator=gen).to(torch.bfloat16) for _ in range(3))
+    pk, pv = (torch.randn(1, 3, 8, 32, device="cuda", generator=gen).to(torch.bfloat16) for _ in range(2))
+    with torch.inference_mode():
+        fused = prefix_attention.launch(q, k, v, pk, pv, 0.2, None, last_query=False)
+    joint = _joint_attention(q[-3:], k[-3:], v[-3:], pk, pv, 0.2)
+    assert (fused[-3:].float() - joint).abs().max() < 2e-2
+
+
 def test_one_pass_attention_off_cuda_is_the_split_path() -> None:
     """Without the kernel (CPU, float32) the rows are rotated and attended by the split path."""
     from qvad.model import prefix_attention

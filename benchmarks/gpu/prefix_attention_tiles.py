@@ -69,6 +69,9 @@ def main() -> None:
                     print(f"  block_m {bm:3d} block_n {bn:3d} warps {w}: {ms_per_call(one):.3f} ms, max diff {diff:.4f}")
                 except Exception as exc:  # noqa: BLE001 - a tile that does not build is a result too
                     print(f"  block_m {bm:3d} block_n {bn:3d} warps {w}: {type(exc).__name__}: {str(exc)[:120]}")
+            rq, rk = rotary(q, k, *rot)
+            pre = lambda: prefix_attention.launch(rq, rk, v, pk, pv, SCALE, None, False)  # noqa: E731
+            print(f"  default tile, q and k rotated beforehand (no rotation in the kernel): {ms_per_call(pre):.3f} ms")
             last = lambda: prefix_attention.launch(q, k, v, pk, pv, SCALE, rot, True)  # noqa: E731
             print(f"  answer slot (one query): {ms_per_call(last):.3f} ms; two-pass "
                   f"{ms_per_call(lambda: split_prefix_attention(*rotary(q, k, *rot), v, pk, pv, SCALE, True)):.3f} ms")

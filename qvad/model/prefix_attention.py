@@ -65,7 +65,7 @@ if triton is not None:
         return lo.to(tl.bfloat16), hi.to(tl.bfloat16)
 
     @triton.jit
-    def _softmax_step(q1, q2, k1, k2, v1, v2, visible, m_i, l_i, acc1, acc2, scale_log2):
+    def _softmax_step(q1, q2, k1, k2, v, visible, m_i, l_i, acc, scale_log2):
         """One block of keys into the running max ``m_i``, sum ``l_i`` and output (flash attention's update)."""
         s = tl.dot(q1, tl.trans(k1)) + tl.dot(q2, tl.trans(k2))
         s = tl.where(visible, s * scale_log2, float("-inf"))
@@ -73,19 +73,19 @@ if triton is not None:
         alpha = tl.math.exp2(m_i - m_new)
         p = tl.math.exp2(s - m_new[:, None])
         l_i = l_i * alpha + tl.sum(p, 1)
-        p = p.to(tl.bfloat16)
-        acc1 = acc1 * alpha[:, None] + tl.dot(p, v1)
-        acc2 = acc2 * alpha[:, None] + tl.dot(p, v2)
-        return m_new, l_i, acc1, acc2
+        acc = acc * alpha[:, None] + tl.dot(p.to(tl.bfloat16), v)
+        return m_new, l_i, acc
 
     @triton.jit
     def _one_pass_kernel(Q, K, V, PK, PV, COS, SIN, OUT, tokens, q_start, prefix_len, heads, kv_groups,
                          scale_log2, sqb, sqt, sqh, skb, skt, skh, svb, svt, svh, spk_t, spk_h, spv_t, spv_h,
                          scb, sct, sob, sot, ROTATE: tl.constexpr, HALF: tl.constexpr, BLOCK_M: tl.constexpr,
                          BLOCK_N: tl.constexpr):
-        """Queries ``q_start + [m * BLOCK_M, (m + 1) * BLOCK_M)`` of one (row, head): prefix, then own keys."""
-        m_block = tl.program_id(0)
-        bh = tl.program_id(1).to(tl.int64)
+        """Queries ``q_start + [m * BLOCK_M, (m + 1) * BLOCK_M)`` of one (row, head): prefix, then own keys.
+
+        Rows x heads run along the grid's first axis (the second allows only 65,535 programs)."""
+        bh = tl.program_id(0).to(tl.int64)
+        m_block = tl.program_id(1)
         b = bh // heads
         h = bh - b * heads
         hk = h // kv_groups
@@ -93,32 +93,27 @@ if triton is not None:
         q_keep = q_rows < tokens
         cos_base = b * scb
         q1, q2 = _rotated(Q + b * sqb + h * sqh, q_rows, sqt, q_keep, COS, SIN, cos_base, sct, ROTATE, HALF)
+        d = tl.arange(0, 2 * HALF)[None, :]
         m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
         l_i = tl.zeros([BLOCK_M], tl.float32)
-        acc1 = tl.zeros([BLOCK_M, HALF], tl.float32)
-        acc2 = tl.zeros([BLOCK_M, HALF], tl.float32)
+        acc = tl.zeros([BLOCK_M, 2 * HALF], tl.float32)
         for start in range(0, prefix_len, BLOCK_N):  # every query sees the whole prefix
             n = start + tl.arange(0, BLOCK_N)
             n_keep = n < prefix_len
             k1, k2 = _load_halves(PK + hk * spk_h, n, spk_t, n_keep, HALF)
-            v1, v2 = _load_halves(PV + hk * spv_h, n, spv_t, n_keep, HALF)
-            m_i, l_i, acc1, acc2 = _softmax_step(q1, q2, k1.to(tl.bfloat16), k2.to(tl.bfloat16), v1.to(tl.bfloat16),
-                                                 v2.to(tl.bfloat16), n_keep[None, :], m_i, l_i, acc1, acc2,
-                                                 scale_log2)
+            v = tl.load(PV + hk * spv_h + n[:, None] * spv_t + d, mask=n_keep[:, None], other=0.0)
+            m_i, l_i, acc = _softmax_step(q1, q2, k1.to(tl.bfloat16), k2.to(tl.bfloat16), v, n_keep[None, :], m_i,
+                                          l_i, acc, scale_log2)
         last = tl.minimum(tokens, q_start + (m_block + 1) * BLOCK_M)
         for start in range(0, last, BLOCK_N):  # own keys up to each query's position
             n = start + tl.arange(0, BLOCK_N)
             n_keep = n < tokens
             k1, k2 = _rotated(K + b * skb + hk * skh, n, skt, n_keep, COS, SIN, cos_base, sct, ROTATE, HALF)
-            v1, v2 = _load_halves(V + b * svb + hk * svh, n, svt, n_keep, HALF)
+            v = tl.load(V + b * svb + hk * svh + n[:, None] * svt + d, mask=n_keep[:, None], other=0.0)
             visible = n_keep[None, :] & (n[None, :] <= q_rows[:, None])
-            m_i, l_i, acc1, acc2 = _softmax_step(q1, q2, k1, k2, v1.to(tl.bfloat16), v2.to(tl.bfloat16), visible,
-                                                 m_i, l_i, acc1, acc2, scale_log2)
-        out_rows = q_rows - q_start
-        d = tl.arange(0, HALF)[None, :]
-        dst = OUT + b * sob + out_rows[:, None] * sot + h * (2 * HALF) + d
-        tl.store(dst, (acc1 / l_i[:, None]).to(OUT.dtype.element_ty), mask=q_keep[:, None])
-        tl.store(dst + HALF, (acc2 / l_i[:, None]).to(OUT.dtype.element_ty), mask=q_keep[:, None])
+            m_i, l_i, acc = _softmax_step(q1, q2, k1, k2, v, visible, m_i, l_i, acc, scale_log2)
+        dst = OUT + b * sob + (q_rows - q_start)[:, None] * sot + h * (2 * HALF) + d
+        tl.store(dst, (acc / l_i[:, None]).to(OUT.dtype.element_ty), mask=q_keep[:, None])
 
 
 def one_pass_applies(query: torch.Tensor, prefix_key: torch.Tensor) -> bool:
@@ -151,7 +146,7 @@ def launch(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, prefix_k
             raise ValueError(f"cos/sin must be [1 or batch, {tokens}, {dim}], got {tuple(cos.shape)}")
         scb, sct = (0 if cos.shape[0] == 1 else cos.stride(0)), cos.stride(1)
     out = torch.empty((batch, q_count, heads * dim), dtype=query.dtype, device=query.device)
-    grid = (triton.cdiv(q_count, block_m), batch * heads)
+    grid = (batch * heads, triton.cdiv(q_count, block_m))
     _one_pass_kernel[grid](
         query, key, value, prefix_key, prefix_value, cos, sin, out, tokens, q_start, prefix_key.shape[1], heads,
         heads // kv_heads, scale * 1.4426950408889634,  # log2(e): the softmax runs in exp2
