@@ -18,8 +18,13 @@ arithmetic (float32 scores and sums, bfloat16 probabilities into the value produ
 matches flash's up to summation order. Checked against the split path and the stock attention on
 CUDA in tests/test_fast_paths.py and by benchmarks/gpu_throughput.py.
 
-It serves unpadded scoring batches on CUDA in bfloat16 with a power-of-two head dim; anything
-else, or a kernel that does not build, takes the split path.
+It pays where every row's queries fit one block of 32, which is the question-first layout (32
+own tokens). Measured on one H200 per layer at the 7B's shapes (benchmarks/gpu/prefix_attention_tiles.py,
+benchmarks/results/prefix_attention_tiles_h200.txt): 2,048 rows, 53 prefix and 32 own tokens, 1.745 ms against
+2.911 for rotary + split; but 1,024 rows of 66 own tokens (audio first) 3.07 against 2.76, and the
+answer slot's single query 3.05 against 2.05 (at 64-key steps). So it serves unpadded scoring
+batches on CUDA in bfloat16 with a power-of-two head dim and at most :data:`MAX_BLOCK_M` queries,
+not the answer slot; anything else, or a kernel that does not build, takes the split path.
 """
 
 from __future__ import annotations
@@ -35,11 +40,12 @@ from qvad.model.triton_bf16 import tl, triton
 ONE_PASS_KERNEL_ERROR: str | None = None
 """Why the one-pass kernel could not run here (then the split path is used), or None."""
 
-BLOCK_N = 64
-"""Keys per step of the online softmax (the prefix of 53 tokens with the question first is one step)."""
+BLOCK_N = 32
+"""Keys per step of the online softmax: 1.745 ms against 3.952 with 64 (4 warps, 32 queries; tiles file above)."""
 MIN_BLOCK_M = 16
 """The smallest query block ``tl.dot`` takes (the answer slot's single query pads to it)."""
 MAX_BLOCK_M = 32
+"""Rows with more own tokens than this take the split path (measured slower in one pass, docstring)."""
 
 if triton is not None:
     from qvad.model.triton_bf16 import rotate_half_bf16
@@ -116,11 +122,13 @@ if triton is not None:
         tl.store(dst, (acc / l_i[:, None]).to(OUT.dtype.element_ty), mask=q_keep[:, None])
 
 
-def one_pass_applies(query: torch.Tensor, prefix_key: torch.Tensor) -> bool:
-    """Whether :func:`one_pass_attention` takes the kernel: CUDA, bfloat16, head dim a power of 2 of at least 32."""
+def one_pass_applies(query: torch.Tensor, prefix_key: torch.Tensor, last_query: bool = False) -> bool:
+    """Whether :func:`one_pass_attention` takes the kernel: CUDA, bfloat16, head dim a power of 2 of at
+    least 32, at most :data:`MAX_BLOCK_M` own tokens, every position wanted (not the answer slot)."""
     dim = query.shape[-1]
     return (triton is not None and ONE_PASS_KERNEL_ERROR is None and query.is_cuda and query.dtype == torch.bfloat16
-            and prefix_key.dtype == query.dtype and dim >= 32 and dim & (dim - 1) == 0 and not torch.is_grad_enabled())
+            and prefix_key.dtype == query.dtype and dim >= 32 and dim & (dim - 1) == 0
+            and query.shape[1] <= MAX_BLOCK_M and not last_query and not torch.is_grad_enabled())
 
 
 def launch(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, prefix_key: torch.Tensor,
@@ -171,7 +179,7 @@ def one_pass_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tens
     and runs the split path (qvad.model.prefix_split).
     """
     global ONE_PASS_KERNEL_ERROR
-    if one_pass and one_pass_applies(query, prefix_key):
+    if one_pass and one_pass_applies(query, prefix_key, last_query):
         try:
             return launch(query, key, value, prefix_key, prefix_value, scale, rotation, last_query)
         except Exception as exc:  # noqa: BLE001 - a kernel that does not build must not stop a run
