@@ -7,24 +7,18 @@ call (mean of 20 after one warm-up) and how far the memory-efficient kernel is f
 
 from __future__ import annotations
 
-import time
-from typing import Callable
+import sys
+from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from benchmarks.gpu.cuda_timing import ms_per_call  # noqa: E402
 
 ROWS, HEADS, TOKENS, DIM = 1024, 32, 32, 128
 SCALE = DIM ** -0.5
 ATEN = torch.ops.aten
-
-
-def ms_per_call(fn: Callable[[], object], calls: int = 20) -> float:
-    fn()
-    torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(calls):
-        fn()
-    torch.cuda.synchronize()
-    return (time.perf_counter() - start) / calls * 1e3
 
 
 def main() -> None:

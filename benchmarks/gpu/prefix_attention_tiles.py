@@ -9,14 +9,13 @@ largest difference from the two-pass result. Usage (GPU box): ``python3 benchmar
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
-from typing import Callable
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from benchmarks.gpu.cuda_timing import ms_per_call  # noqa: E402
 from qvad.model import prefix_attention  # noqa: E402
 from qvad.model.prefix_split import split_prefix_attention  # noqa: E402
 from qvad.model.rotary import rotary  # noqa: E402
@@ -25,16 +24,6 @@ HEADS, DIM = 32, 128
 SCALE = DIM ** -0.5
 SHAPES = {"question_first": (2048, 53, 32), "audio_first": (1024, 20, 66)}  # rows, prefix, own tokens
 TILES = [(bm, bn, w) for bm in (16, 32, 64) for bn in (32, 64) for w in (2, 4, 8)]
-
-
-def ms_per_call(fn: Callable[[], object], calls: int = 20) -> float:
-    fn()
-    torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(calls):
-        fn()
-    torch.cuda.synchronize()
-    return (time.perf_counter() - start) / calls * 1e3
 
 
 def inputs(rows: int, prefix: int, tokens: int):  # noqa: ANN201
