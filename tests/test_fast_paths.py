@@ -141,12 +141,12 @@ def test_unpadded_batches_take_the_causal_bias_and_agree(tiny_dir: Path, positio
     bias = prefix_attention_mask(rest_mask, 5, "sdpa", torch.float32, causal_bias=True)
     explicit = prefix_attention_mask(rest_mask, 5, "eager", torch.float32)[0, 0] == 0  # the tensor form
     assert isinstance(bias, CausalBias) and torch.equal(bias._materialize(), explicit)
-    split_calls: list[int] = []
+    one_pass_calls: list[int] = []
     one_pass = fast_attention.one_pass_attention
     monkeypatch.setattr(fast_attention, "one_pass_attention",
-                        lambda *a, **kw: split_calls.append(1) or one_pass(*a, **kw))
+                        lambda *a, **kw: one_pass_calls.append(1) or one_pass(*a, **kw))
     fast = score_ab_logits(model, processor, clips, cfg, 3)
-    assert len(split_calls) == 2 * model.config.text_config.num_hidden_layers  # two batches, every layer
+    assert len(one_pass_calls) == 2 * model.config.text_config.num_hidden_layers  # two batches, every layer
     plain = score_ab_logits(model, processor, clips, cfg, 3, prefix_cache=False)
     assert np.abs(fast - plain).max() < 1e-5
     model.train()
