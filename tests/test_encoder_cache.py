@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from qvad.model import accel
 from qvad.model.collate import ABCollator
 from qvad.model.encoder_cache import cache_frozen_encoder, encoder_cacheable
 from qvad.model.loading import load_model_and_processor
@@ -39,10 +40,13 @@ def test_cached_loss_equals_uncached_and_rows_are_reused(tiny_dir):
     batch = _batch(processor)
     torch.manual_seed(0)
     plain = model(**batch).loss
-    cache = cache_frozen_encoder(model)
+    cache = accel.enable(model, "cpu", encoder_cache=True).encoder_cache  # as the train stage switches it on
+    assert accel.enable(model, "cpu", encoder_cache=True).encoder_cache is cache  # idempotent: no cache of a cache
+    accel.reset_counters()
     first, second = model(**batch).loss, model(**batch).loss
     assert torch.allclose(first, plain, atol=1e-5) and torch.equal(first, second)
     assert (cache.misses, cache.hits) == (3, 3)
+    assert (accel.counters()["encoder_cache_misses"], accel.counters()["encoder_cache_hits"]) == (3, 3)
     second.backward()  # gradients still reach the LoRA weights behind the cached encoder
     assert all(p.grad is not None for n, p in model.named_parameters() if "lora_" in n)
 
@@ -71,5 +75,6 @@ def test_a_training_encoder_is_not_cached(tiny_dir):
     model, _ = load_model_and_processor({"preset": "tiny", "path": str(tiny_dir)}, "cpu", for_training=True)
     model, _ = apply_lora(model, LORA, "tiny")  # tiny trains its tower in full
     assert not encoder_cacheable(model)
+    assert accel.enable(model, "cpu", encoder_cache=True).encoder_cache is None  # the switch leaves it uncached
     with pytest.raises(ValueError, match="trains"):
         cache_frozen_encoder(model)

@@ -8,7 +8,7 @@ cross-entropy from the one hidden state per row that predicts the answer.
 
 With ``shared_prefix`` (default) the prompt tokens every row starts with (those before the audio)
 are run once, as one row, and every row attends to their keys/values
-(:mod:`qvad.model.fast_attention`); gradients reach the adapters through them as they would
+(:mod:`qvad.model.accel.shared_prefix`); gradients reach the adapters through them as they would
 through each row's own copy. This is exact for deterministic layers. With LoRA dropout > 0 the
 prefix tokens of all rows share one dropout draw per step instead of one per row (same
 expectation; the stock path draws per row).
@@ -21,18 +21,17 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from qvad.model.collate import IGNORE_INDEX
-from qvad.model.fast_attention import (
+from qvad.model import accel
+from qvad.model.accel.shared_prefix import (
     MIN_PREFIX_TOKENS,
     PREFIX_KWARG,
     compute_shared_prefix,
-    enable_fast_attention,
-    fast_attention_enabled,
     positions_after,
     prefix_mask_mapping,
     prefix_tokens,
     split_shared_prefix,
 )
+from qvad.model.collate import IGNORE_INDEX
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -66,9 +65,9 @@ def answer_loss(model: nn.Module, inputs: Mapping[str, Any], shared_prefix: bool
         tokens = prefix_tokens(input_ids[0], attention_mask[0], base.config.audio_token_id)
         if len(tokens) >= MIN_PREFIX_TOKENS:
             rest = split_shared_prefix(input_ids, attention_mask, tokens)
+    if rest is not None and not accel.enable(text_model, input_ids.device, attention=True).attention:
+        rest = None  # the installed transformers is not the one the shared-prefix attention mirrors
     if rest is not None:
-        if not fast_attention_enabled(text_model):
-            enable_fast_attention(text_model)
         prefix = compute_shared_prefix(text_model, tokens)
         rest_ids, rest_mask = rest
         dtype = text_model.get_input_embeddings().weight.dtype

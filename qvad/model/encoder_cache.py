@@ -11,6 +11,10 @@ the bytes are reproducible. Augmented features (SpecAugment) are new content, so
 When only the encoder's last layers train (``lora.audio_layers``), the conv stem and the layers
 before them are still a fixed function of the clip: the cache then keeps the hidden states that
 enter the first trained layer, and runs the trained layers, the pool and the final norm live.
+
+The cache takes the encoder's forward through qvad.model.accel.patch (the one forward swap), and
+is switched on by ``qvad.model.accel.enable(model, device, encoder_cache=True)``, which checks the
+installed transformers first; its hits and misses also add to ``qvad.model.accel.counters()``.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from torch import nn
 from transformers.modeling_outputs import BaseModelOutput
 from transformers.models.qwen2_audio.modeling_qwen2_audio import Qwen2AudioEncoder
 
+from qvad.model.accel.counting import count
+from qvad.model.accel.patch import patch_forward, runs_forward
 from qvad.model.encoder_truncation import encoder_head, encoder_layers, encoder_stem
 
 DROPOUT_KEYS = ("dropout", "attention_dropout", "activation_dropout", "encoder_layerdrop")
@@ -52,7 +58,7 @@ def frozen_front(encoder: Qwen2AudioEncoder) -> FrozenPart | None:
 
 
 class FrozenEncoderCache:
-    """Stands in for an encoder's ``forward``; counts ``hits`` and ``misses`` (rows).
+    """What an encoder's forward runs once cached (:func:`_cached_forward`); counts ``hits`` and ``misses`` (rows).
 
     ``front`` is :func:`frozen_front`'s result: with the whole encoder frozen its output is cached,
     else the input of layer ``front.layers``, and the rest of the encoder runs (and trains) live.
@@ -78,7 +84,7 @@ class FrozenEncoderCache:
 
     def _frozen_part(self, features: torch.Tensor, mask: torch.Tensor | None, **kwargs: Any) -> torch.Tensor:
         if self.whole:
-            return self.forward(features, mask, **kwargs).last_hidden_state
+            return self.forward(input_features=features, attention_mask=mask, **kwargs).last_hidden_state
         stem = encoder_stem(self.encoder, features)
         return encoder_layers(self.encoder, stem, mask, slice(0, self.front.layers), **kwargs)
 
@@ -96,11 +102,23 @@ class FrozenEncoderCache:
                 self.store[keys[i]] = out[row].cpu()
         self.misses += len(missing)
         self.hits += len(keys) - len(missing)
+        count("encoder_cache_misses", len(missing))
+        count("encoder_cache_hits", len(keys) - len(missing))
         stacked = torch.stack([self.store[k] for k in keys]).to(input_features.device)
         if self.whole:
             return BaseModelOutput(last_hidden_state=stacked)
         live = encoder_layers(self.encoder, stacked, attention_mask, slice(self.front.layers, None), **kwargs)
         return encoder_head(self.encoder, live)
+
+
+# Relies on transformers.models.qwen2_audio.modeling_qwen2_audio.Qwen2AudioModel.forward (calls the encoder with the
+# features first and attention_mask by keyword)
+# Mirrors transformers.models.qwen2_audio.modeling_qwen2_audio.Qwen2AudioEncoder.forward (through
+# qvad.model.encoder_truncation's encoder_stem, encoder_layers and encoder_head)
+def _cached_forward(self: Qwen2AudioEncoder, input_features: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                    **kwargs: Any) -> BaseModelOutput:
+    """The encoder's forward through its :class:`FrozenEncoderCache` (set by :func:`cache_frozen_encoder`)."""
+    return self._qvad_encoder_cache(input_features, attention_mask, **kwargs)
 
 
 def _uncacheable_because(model: nn.Module) -> str | None:
@@ -121,7 +139,8 @@ def encoder_cacheable(model: nn.Module) -> bool:
 
 
 def cache_frozen_encoder(model: nn.Module) -> FrozenEncoderCache:
-    """Put a :class:`FrozenEncoderCache` in front of the model's one audio encoder.
+    """Put a :class:`FrozenEncoderCache` in front of the model's one audio encoder (the cache it
+    already has, if any). Production code calls ``qvad.model.accel.enable(..., encoder_cache=True)``.
 
     Refuses an encoder whose conv stem trains (e.g. a ``modules_to_save`` copy in use, as the
     tiny preset trains its tower) or that has dropout: its output is then not a function of the
@@ -131,6 +150,8 @@ def cache_frozen_encoder(model: nn.Module) -> FrozenEncoderCache:
     if reason is not None:
         raise ValueError(reason)
     encoder = next(m for m in model.modules() if isinstance(m, Qwen2AudioEncoder))
+    if runs_forward(encoder, _cached_forward):
+        return encoder._qvad_encoder_cache
     cache = FrozenEncoderCache(encoder, frozen_front(encoder))
-    encoder.forward = cache
+    patch_forward([encoder], _cached_forward, _qvad_encoder_cache=cache)
     return cache

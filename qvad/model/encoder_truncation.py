@@ -28,7 +28,8 @@ from torch import nn
 from transformers.modeling_outputs import BaseModelOutput
 from transformers.models.qwen2_audio.modeling_qwen2_audio import Qwen2AudioEncoder, Qwen2AudioModel
 
-from qvad.model.forward_patch import modules_of, patch_forward, restore_forward, runs_forward
+from qvad.model.accel.guard import stale, warn_stale
+from qvad.model.accel.patch import modules_of, patch_forward, restore_forward, runs_forward
 
 CONV_MARGIN_FRAMES = 3
 """Frames kept past the last valid one so the conv stack's boundary outputs stay exact (see module doc)."""
@@ -89,7 +90,7 @@ def encoder_layers(self: Qwen2AudioEncoder, hidden_states: torch.Tensor, attenti
     for encoder_layer in self.layers[layers]:
         if self.training and self.layerdrop > 0.0 and torch.rand([]) < self.layerdrop:
             continue
-        hidden_states = encoder_layer(hidden_states, attention_mask, **kwargs)
+        hidden_states = encoder_layer(hidden_states, attention_mask=attention_mask, **kwargs)
     return hidden_states
 
 
@@ -99,6 +100,10 @@ def encoder_head(self: Qwen2AudioEncoder, hidden_states: torch.Tensor) -> BaseMo
     return BaseModelOutput(last_hidden_state=self.layer_norm(hidden_states))
 
 
+# Mirrors transformers.models.qwen2_audio.modeling_qwen2_audio.Qwen2AudioEncoder.forward (with encoder_stem,
+# encoder_layers and encoder_head)
+# Relies on transformers.models.qwen2_audio.modeling_qwen2_audio.Qwen2AudioEncoderLayer.forward (its hidden_states
+# first, attention_mask by keyword)
 def _forward_valid_frames(
     self: Qwen2AudioEncoder,
     input_features: torch.Tensor,
@@ -116,6 +121,8 @@ def _forward_valid_frames(
     return encoder_head(self, hidden_states)
 
 
+# Relies on transformers.models.qwen2_audio.modeling_qwen2_audio.Qwen2AudioModel.forward (input_features and
+# feature_attention_mask by keyword; the encoder mask sized from the features it is given)
 def _make_pre_hook(multiple: int, max_frames: int):
     """Build the Qwen2AudioModel pre-hook that cuts the mel batch to its valid frames."""
 
@@ -140,9 +147,15 @@ def enable_encoder_truncation(model: nn.Module, multiple: int = DEFAULT_MULTIPLE
     """Make every Qwen2-Audio encoder in ``model`` run on valid frames only (idempotent).
 
     Works on a plain model or a peft-wrapped one: all encoders are patched, including peft's
-    trainable copies in ``modules_to_save``. Call it again after wrapping to be sure.
+    trainable copies in ``modules_to_save``. Call it again after wrapping to be sure. With another
+    transformers than the one its mirror was written against (qvad.model.accel.guard) it warns and
+    leaves the stock 30 s path, which gives the same results.
     """
     _check_multiple(multiple)
+    found = stale(["qvad.model.encoder_truncation"])
+    if found:
+        warn_stale(found)
+        return
     encoders = modules_of(model, Qwen2AudioEncoder)
     models = [m for m in model.modules() if isinstance(m, Qwen2AudioModel)]
     if not encoders or not models:

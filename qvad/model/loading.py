@@ -13,14 +13,10 @@ from typing import Any, Mapping
 import torch
 from peft import prepare_model_for_kbit_training
 from transformers import AutoProcessor, BitsAndBytesConfig, Qwen2AudioForConditionalGeneration
-from transformers.models.qwen2.modeling_qwen2 import Qwen2RMSNorm
 from transformers.models.qwen2_audio.modeling_qwen2_audio import Qwen2AudioModel
 
-from qvad.model.encoder_attention import use_strided_encoder_attention
+from qvad.model import accel
 from qvad.model.encoder_truncation import truncate_as_configured
-from qvad.model.fast_attention import enable_fast_attention
-from qvad.model.forward_patch import modules_of, patch_forward
-from qvad.model.fused_mlp import use_fused_mlp
 from qvad.model.presets import LOCAL_PRESETS, PRESETS
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -70,34 +66,15 @@ def _prepare_kbit_training(model: Qwen2AudioForConditionalGeneration, checkpoint
     (``fp32_upcast`` restores peft's behaviour). Non-reentrant checkpointing needs no input grads.
     """
     if fp32_upcast:
-        return prepare_model_for_kbit_training(
-            model,
-            use_gradient_checkpointing=checkpointing,
-            gradient_checkpointing_kwargs={"use_reentrant": False},
-        )
-    for param in model.parameters():
-        param.requires_grad_(False)
+        # Checkpointing is switched on below, not by peft: peft calls transformers' deprecated
+        # gradient_checkpointing_enable (a FutureWarning); with use_reentrant False it does nothing else for it.
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    else:
+        for param in model.parameters():
+            param.requires_grad_(False)
     if checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     return model
-
-
-def _fused_rms_norm_forward(self: Qwen2RMSNorm, hidden_states: torch.Tensor) -> torch.Tensor:
-    """Qwen2RMSNorm through torch's fused kernel; mixed dtypes take the stock path."""
-    if hidden_states.dtype != self.weight.dtype:
-        return Qwen2RMSNorm.forward(self, hidden_states)
-    return torch.nn.functional.rms_norm(hidden_states, self.weight.shape, self.weight, self.variance_epsilon)
-
-
-def use_fused_rms_norm(model: torch.nn.Module) -> int:
-    """Run every Qwen2RMSNorm of ``model`` (65 in the language model) as one fused kernel.
-
-    The stock forward upcasts to float32 and takes ~6 elementwise kernels per norm; on the GPU
-    that was 9 % of scoring and 15 % of LoRA training time on the 7B (measured, H100). The fused
-    kernel also accumulates in float32; the product with the weight is rounded once instead of
-    twice (bf16 outputs differ by at most an ulp or so). Returns the number of norms switched.
-    """
-    return patch_forward(modules_of(model, Qwen2RMSNorm), _fused_rms_norm_forward)
 
 
 def _cast_features_hook(module: Qwen2AudioModel, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
@@ -121,10 +98,12 @@ def load_model_and_processor(
     default false: NF4 training keeps the non-4-bit weights in bf16, see _prepare_kbit_training),
     ``attn_implementation`` (default 'sdpa': PyTorch's fused attention kernels),
     ``fused_rms_norm`` (default true: torch's fused RMSNorm, on accelerators only; the CPU keeps
-    the stock arithmetic, see use_fused_rms_norm), ``fast_attention`` (default true: the text
-    model's attention from qvad.model.fast_attention, same values as the stock one, with the
-    one-kernel rotary embedding on CUDA and the shared-prefix path). On accelerators the MLP's
-    activation runs as one kernel when scoring (qvad.model.fused_mlp, bit-identical). Safetensors only
+    the stock arithmetic), ``fast_attention`` (default true: the text model's attention from
+    qvad.model.accel, same values as the stock one, with the one-kernel rotary embedding on CUDA
+    and the shared-prefix path). On accelerators the MLP's activation runs as one kernel when
+    scoring and the encoder's attention reads strided views (bit-identical); all of them are
+    switched on by one ``qvad.model.accel.enable`` call, which checks the installed transformers
+    first (qvad.model.accel.guard). Safetensors only
     and never remote code: a checkpoint must not be able to run code here. Returns the model in
     eval mode.
     """
@@ -162,17 +141,14 @@ def load_model_and_processor(
     if for_training and quant_config is not None:
         model = _prepare_kbit_training(model, checkpointing, bool(model_cfg.get("kbit_fp32_upcast", False)))
     elif checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     # Without this a bf16 model fails on the processor's float32 mel ("Input type (float) and
     # bias type (BFloat16) should be the same"); here it holds for training, scoring and generate.
     model.model.register_forward_pre_hook(_cast_features_hook, with_kwargs=True)
-    if model_cfg.get("fused_rms_norm", True) and torch.device(device).type != "cpu":
-        use_fused_rms_norm(model)
-    if torch.device(device).type != "cpu":
-        use_fused_mlp(model)  # bf16 inference on CUDA takes it; the same bits as the stock MLP
-        use_strided_encoder_attention(model)  # no q/k/v copies; the CPU keeps the stock forward
-    if model_cfg.get("fast_attention", True):
-        enable_fast_attention(model)
+    # The accelerator-only ones (norm, MLP, encoder attention) stay off on the CPU, whose bytes the
+    # pipeline pins; the attention runs the stock arithmetic there.
+    accel.enable(model, device, attention=bool(model_cfg.get("fast_attention", True)),
+                 rms_norm=bool(model_cfg.get("fused_rms_norm", True)), mlp=True, encoder_attention=True)
     truncate_as_configured(model, model_cfg)
     model.eval()
     return model, processor

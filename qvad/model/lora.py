@@ -6,8 +6,9 @@ The scope is anchored on module paths because peft matches name suffixes: a plai
 
 from __future__ import annotations
 
+import contextlib
 import warnings
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import Qwen2AudioForConditionalGeneration
@@ -25,6 +26,16 @@ _AUDIO_TARGETS = {
     "attention": r"self_attn\.(q_proj|k_proj|v_proj|out_proj)",
     "attention+mlp": r"(self_attn\.(q_proj|k_proj|v_proj|out_proj)|fc1|fc2)",
 }
+
+
+@contextlib.contextmanager
+def peft_wrapping() -> Iterator[None]:
+    """Around peft wrapping a model (``get_peft_model``, ``PeftModel.from_pretrained``): peft 0.21
+    reads transformers' ``is_gradient_checkpointing``, deprecated for ``is_activation_checkpointing``,
+    and would print a FutureWarning on every load. Only that warning is hidden, only here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield
 
 
 def lora_target_regex(targets: str, audio_layers: range = range(0)) -> str:
@@ -85,8 +96,7 @@ def apply_lora(
         bias="none",
         task_type="CAUSAL_LM",
     )
-    with warnings.catch_warnings():  # peft reads transformers' deprecated is_gradient_checkpointing
-        warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*", category=FutureWarning)
+    with peft_wrapping():
         peft_model = get_peft_model(model, config)
     trainable, total = peft_model.get_nb_trainable_parameters()
     lora = sum(p.numel() for n, p in peft_model.named_parameters() if p.requires_grad and "lora_" in n)

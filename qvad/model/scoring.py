@@ -9,12 +9,12 @@ but this keeps the numbers identical to ``generate``'s.
 
 Every prompt starts with the same tokens (system turn, ``user``, ``Audio 1: <|audio_bos|>``; with
 ``prompt.audio_position: after_question`` the whole question too): their keys and values are
-computed once per call and every row attends to them (:class:`qvad.model.fast_attention.SharedPrefix`),
+computed once per call and every row attends to them (:class:`qvad.model.accel.shared_prefix.SharedPrefix`),
 so each row only runs its own tokens through the language model. Positions and attention are
 those of the full prompt, so the answer is the same function of the inputs. The last decoder
-layer then runs only the answer slot (:mod:`qvad.model.answer_slot`), the others add their
-residuals inside their output projections on the GPU (:mod:`qvad.model.residual_gemm`). While the GPU runs one
-batch, the next is prepared.
+layer then runs only the answer slot, the others add their residuals inside their output
+projections on the GPU; these speed-ups live in :mod:`qvad.model.accel`, switched on by one
+``accel.enable`` call. While the GPU runs one batch, the next is prepared.
 """
 
 from __future__ import annotations
@@ -28,22 +28,19 @@ from torch import nn
 from torch.nn.attention.bias import CausalBias
 from transformers import PreTrainedModel
 
-from qvad.model.answer_slot import answer_slot_enabled, enable_answer_slot
-from qvad.model.collate import ABCollator
-from qvad.model.fast_attention import (
+from qvad.model import accel
+from qvad.model.accel.shared_prefix import (
     MIN_PREFIX_TOKENS,
     PREFIX_KWARG,
     SharedPrefix,
     compute_shared_prefix,
-    enable_fast_attention,
-    fast_attention_enabled,
     positions_after,
     prefix_mask_mapping,
     prefix_tokens,
     split_shared_prefix,
 )
+from qvad.model.collate import ABCollator
 from qvad.model.prompt import answer_token_ids
-from qvad.model.residual_gemm import enable_residual_gemm, residual_gemm_enabled
 
 def _unwrap(model: nn.Module) -> PreTrainedModel:
     """The transformers model under an optional peft wrapper (LoRA layers stay injected in it)."""
@@ -68,7 +65,7 @@ def _to_device(value: torch.Tensor, device: torch.device) -> torch.Tensor:
     """Host tensor to ``device`` without waiting for queued GPU work (pinned, non-blocking)."""
     if value.device == device:
         return value
-    if isinstance(value, CausalBias):  # a mask pattern without data (qvad.model.fast_attention)
+    if isinstance(value, CausalBias):  # a mask pattern without data (qvad.model.accel.shared_prefix)
         return value
     if device.type == "cuda" and value.device.type == "cpu":
         return value.pin_memory().to(device, non_blocking=True)
@@ -137,12 +134,10 @@ def score_ab_logits(
                            device_mel=device_mel)
     lm_model = base.base_model
     text_model = lm_model.language_model
-    if prefix_cache and not fast_attention_enabled(text_model):
-        enable_fast_attention(text_model)
-    if prefix_cache and answer_slot and not answer_slot_enabled(text_model):
-        enable_answer_slot(text_model)
-    if prefix_cache and residual_gemm and not residual_gemm_enabled(text_model):
-        enable_residual_gemm(text_model)
+    if prefix_cache:
+        running = accel.enable(text_model, device, attention=True, answer_slot=answer_slot,
+                               residual_gemm=residual_gemm)
+        prefix_cache = running.attention  # off only where the installed transformers is not the one it mirrors
     n_layers = text_model.config.num_hidden_layers
     dtype = text_model.get_input_embeddings().weight.dtype
     order = np.argsort([-len(a) for a in audios], kind="stable")

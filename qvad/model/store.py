@@ -10,7 +10,6 @@ processor and the params that made it.
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -21,6 +20,7 @@ from qvad.model.prompt import audio_position
 from qvad.common.atomic import write_json
 from qvad.model.encoder_truncation import truncate_as_configured
 from qvad.model.loading import load_model_and_processor
+from qvad.model.lora import peft_wrapping
 from qvad.model.presets import LOCAL_PRESETS
 from qvad.model.presets.tiny import build_tiny_checkpoint
 from qvad.model.presets.whisper_tiny import build_whisper_tiny_checkpoint
@@ -74,8 +74,7 @@ def load_trained(model_cfg: Mapping[str, Any], adapter: Path | None = ADAPTER, b
     model, processor = load_model_and_processor(base_cfg(model_cfg, base), dev or device(), for_training=False)
     if adapter is None:
         return model, processor
-    with warnings.catch_warnings():  # peft reads transformers' deprecated is_gradient_checkpointing
-        warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*", category=FutureWarning)
+    with peft_wrapping():
         model = PeftModel.from_pretrained(model, str(adapter), is_trainable=False)
     truncate_as_configured(model, model_cfg)
     model.eval()

@@ -12,7 +12,7 @@ from qvad.common.atomic import write_json
 from qvad.model.collate import ABCollator
 from qvad.common.cpu_numerics import pin_cpu_numerics
 from qvad.model.dataset import ClipDataset
-from qvad.model.encoder_cache import cache_frozen_encoder, encoder_cacheable
+from qvad.model import accel
 from qvad.model.encoder_truncation import truncate_as_configured
 from qvad.model.loading import load_model_and_processor
 from qvad.model.lora import apply_lora, training_roles
@@ -57,7 +57,7 @@ def train(params: dict) -> None:
     model, processor = load_model_and_processor(model_cfg, dev_name, for_training=True)
     model, counts = apply_lora(model, lora_cfg, model_cfg["preset"])
     truncate_as_configured(model, model_cfg)  # again after LoRA: peft's trainable copies of the tower too
-    cache = cache_frozen_encoder(model) if cfg["cache_frozen_encoder"] and encoder_cacheable(model) else None
+    cache = accel.enable(model, dev_name, encoder_cache=bool(cfg["cache_frozen_encoder"])).encoder_cache
 
     train_set, dev_set = ClipDataset(SPLITS[0]), ClipDataset(SPLITS[1])
     run_params = {k: params[k] for k in ("seed", "cpu_threads", "train", "model", "lora", "prompt")}

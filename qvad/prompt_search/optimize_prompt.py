@@ -19,7 +19,7 @@ from qvad.common.atomic import write_csv, write_json
 from qvad.common.cpu_numerics import pin_cpu_numerics
 from qvad.common.params import choice, get, require
 from qvad.model.dataset import ClipDataset
-from qvad.model.encoder_cache import cache_frozen_encoder, encoder_cacheable
+from qvad.model import accel
 from qvad.model.scoring import score_ab
 from qvad.model.store import ADAPTER, PROMPT, device, load_trained
 from qvad.prompt_search.devset import DevSet
@@ -87,10 +87,9 @@ def optimize_prompt(params: dict) -> None:
     dev = ClipDataset(DEV)
     without_adapter = bool(get(params, "evaluate.without_adapter"))
     model, processor = load_trained(get(params, "model"), adapter=None if without_adapter else ADAPTER)
-    if encoder_cacheable(model):
-        # Every candidate prompt hears the same dev clips: encode each clip once (on the CPU the
-        # encoder was ~45 % of the stage), not once per candidate.
-        cache_frozen_encoder(model)
+    # Every candidate prompt hears the same dev clips: encode each clip once (on the CPU the
+    # encoder was ~45 % of the stage), not once per candidate (where the encoder is frozen).
+    accel.enable(model, device(), encoder_cache=True)
     scorer = DevScorer(model, processor, dev, prompt_cfg, int(get(params, "evaluate.batch_size")))
     frame = dev.frame
     devset = DevSet.build(frame["clip_id"], dev.labels,

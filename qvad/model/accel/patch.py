@@ -1,11 +1,11 @@
-"""Per-instance forward replacement: the one mechanism behind every speed-up that swaps a forward.
+"""Per-instance forward replacement: the one mechanism behind every forward that qvad swaps.
 
 transformers calls ``module.forward``. An instance attribute shadows the class's method, so one
 model runs the replacement while every other instance of the class (another model in the process,
-a test's reference copy) keeps the stock code, and deleting the attribute restores it. The
-modules that use it: fast_attention (``Qwen2Attention``), fused_mlp (``Qwen2MLP``), loading's
-fused RMSNorm, answer_slot (the last decoder layer), residual_gemm (the other decoder layers) and
-encoder_truncation (the audio encoder).
+a test's reference copy) keeps the stock code, and deleting the attribute restores it. Its users:
+the accel speed-ups (``Qwen2Attention``, ``Qwen2DecoderLayer``, ``Qwen2MLP``, ``Qwen2RMSNorm``,
+``Qwen2AudioAttention``), qvad.model.encoder_truncation and qvad.model.encoder_cache (the audio
+encoder). Nothing else assigns a ``forward``.
 """
 
 from __future__ import annotations

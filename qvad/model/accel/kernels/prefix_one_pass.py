@@ -1,6 +1,6 @@
 """Scoring attention over the shared prefix and each row's own keys in one kernel, rotary included.
 
-The split path (qvad.model.prefix_split) attends to the prefix and to the rows' own keys in two
+The split path (qvad.model.accel.kernels.prefix_split) attends to the prefix and to the rows' own keys in two
 flash-attention calls and merges them by log-sum-exp, after a rotary kernel has rotated q and k.
 Per layer that is four kernels and three round trips of a ``[batch, T, heads, dim]`` tensor
 through memory besides q, k and v themselves; with 32 own tokens a flash call also spends most of
@@ -12,11 +12,11 @@ it loads its queries and rotates them, runs an online softmax over the prefix's 
 one copy for all rows, read from L2) and then causally over its row's own keys (rotated as they
 are loaded), and writes the ``[batch, T, heads * dim]`` input of ``o_proj``. The rotation is the
 stock bf16 arithmetic, rounded step by step as its kernels store it
-(:func:`qvad.model.triton_bf16.rotate_half_bf16`), so q and k are bit for bit what
-:func:`qvad.model.rotary.rotary` gives; the attention itself is flash attention's
+(:func:`qvad.model.accel.kernels.bf16.rotate_half_bf16`), so q and k are bit for bit what
+:func:`qvad.model.accel.kernels.rotary.rotary` gives; the attention itself is flash attention's
 arithmetic (float32 scores and sums, bfloat16 probabilities into the value product), so its result
 matches flash's up to summation order. Checked against the split path and the stock attention on
-CUDA in tests/test_fast_paths.py and by benchmarks/gpu_throughput.py.
+CUDA in tests/test_accel_kernels.py and by benchmarks/gpu_throughput.py.
 
 It pays where every row's queries fit one block of 32, which is the question-first layout (32
 own tokens). Measured on one H200 per layer at the 7B's shapes (benchmarks/gpu/prefix_attention_tiles.py,
@@ -33,9 +33,10 @@ import warnings
 
 import torch
 
-from qvad.model.prefix_split import split_prefix_attention
-from qvad.model.rotary import rotary
-from qvad.model.triton_bf16 import tl, triton
+from qvad.model.accel.counting import count
+from qvad.model.accel.kernels.bf16 import tl, triton
+from qvad.model.accel.kernels.prefix_split import split_prefix_attention
+from qvad.model.accel.kernels.rotary import rotary
 
 ONE_PASS_KERNEL_ERROR: str | None = None
 """Why the one-pass kernel could not run here (then the split path is used), or None."""
@@ -48,7 +49,7 @@ MAX_BLOCK_M = 32
 """Rows with more own tokens than this take the split path (measured slower in one pass, docstring)."""
 
 if triton is not None:
-    from qvad.model.triton_bf16 import rotate_half_bf16
+    from qvad.model.accel.kernels.bf16 import rotate_half_bf16
 
     @triton.jit
     def _load_halves(base, rows, row_stride, keep, HALF: tl.constexpr):
@@ -175,13 +176,16 @@ def one_pass_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tens
     is given, after it if None; ``prefix_key``/``prefix_value`` ``[1, P, kv_heads, D]`` are
     post-rotary. With ``last_query`` only the last position's output is computed. Returns
     ``[B, Tq, H * D]`` with ``Tq`` = ``T`` or 1. Where :func:`one_pass_applies` does not hold (or
-    ``one_pass`` is False, for A/B measurements), it rotates with :func:`qvad.model.rotary.rotary`
-    and runs the split path (qvad.model.prefix_split).
+    ``one_pass`` is False, for A/B measurements), it rotates with
+    :func:`qvad.model.accel.kernels.rotary.rotary` and runs the split path
+    (qvad.model.accel.kernels.prefix_split).
     """
     global ONE_PASS_KERNEL_ERROR
     if one_pass and one_pass_applies(query, prefix_key, last_query):
         try:
-            return launch(query, key, value, prefix_key, prefix_value, scale, rotation, last_query)
+            out = launch(query, key, value, prefix_key, prefix_value, scale, rotation, last_query)
+            count("one_pass_kernel")
+            return out
         except Exception as exc:  # noqa: BLE001 - a kernel that does not build must not stop a run
             ONE_PASS_KERNEL_ERROR = f"{type(exc).__name__}: {exc}"
             warnings.warn(f"one-pass prefix attention unavailable, using the split path: {ONE_PASS_KERNEL_ERROR}")

@@ -1,4 +1,4 @@
-"""Qwen2's MLP activation, ``silu(gate) * up``, as one kernel when scoring on the GPU.
+"""``silu(gate) * up`` in one Triton kernel, bit for bit what the stock bf16 kernels store.
 
 The stock MLP runs ``act_fn(gate_proj(x)) * up_proj(x)`` as two elementwise kernels over the
 intermediate width (11,008 on the 7B): the SiLU reads ``gate`` and writes a new tensor, the
@@ -7,10 +7,10 @@ the result over ``gate``. It computes what the stock kernels compute, in float32
 stored result rounded to bfloat16 as they store it: SiLU as ``x / (1 + exp(-x))`` with an
 IEEE-rounded division and libdevice's ``expf`` (torch's CUDA kernel), then the product (exact
 in float32 for two bfloat16 values) rounded once. Bit identity is checked on the GPU by
-tests/test_fast_paths.py and benchmarks/gpu_throughput.py.
+tests/test_accel_kernels.py and benchmarks/gpu_throughput.py.
 
 Only inference takes it (no gradients: training keeps the stock path and its autograd), on
-CUDA, in bfloat16, for ``hidden_act == 'silu'``; everything else runs the stock forward.
+CUDA, in bfloat16; everything else runs the stock expression.
 """
 
 from __future__ import annotations
@@ -19,10 +19,9 @@ import warnings
 
 import torch
 from torch import nn
-from transformers.models.qwen2.modeling_qwen2 import Qwen2MLP
 
-from qvad.model.forward_patch import modules_of, patch_forward, restore_forward
-from qvad.model.triton_bf16 import tl, triton
+from qvad.model.accel.counting import count
+from qvad.model.accel.kernels.bf16 import tl, triton
 
 FUSED_MLP_ERROR: str | None = None
 """Why the fused kernel could not run here (then the stock expression is used), or None."""
@@ -32,7 +31,7 @@ BLOCK = 2048
 if triton is not None:
     from triton.language.extra import libdevice
 
-    from qvad.model.triton_bf16 import round_bf16
+    from qvad.model.accel.kernels.bf16 import round_bf16
 
     @triton.jit
     def _silu_mul_kernel(G, U, n, BLOCK_SIZE: tl.constexpr):
@@ -59,28 +58,9 @@ def silu_mul(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
             gate, up = gate.contiguous(), up.contiguous()
             n = gate.numel()
             _silu_mul_kernel[(triton.cdiv(n, BLOCK),)](gate, up, n, BLOCK_SIZE=BLOCK, num_warps=8)
+            count("silu_mul_kernel")
             return gate
         except Exception as exc:  # noqa: BLE001 - a kernel that does not build must not stop a run
             FUSED_MLP_ERROR = f"{type(exc).__name__}: {exc}"
             warnings.warn(f"fused SiLU-mul kernel unavailable, using the stock expression: {FUSED_MLP_ERROR}")
     return nn.functional.silu(gate) * up
-
-
-def gated_activation(mlp: Qwen2MLP, x: torch.Tensor) -> torch.Tensor:
-    """A SiLU ``Qwen2MLP``'s input to ``down_proj``: ``silu(gate_proj(x)) * up_proj(x)`` via :func:`silu_mul`."""
-    return silu_mul(mlp.gate_proj(x), mlp.up_proj(x))
-
-
-def _mlp_forward(self: Qwen2MLP, x: torch.Tensor) -> torch.Tensor:
-    """``Qwen2MLP.forward`` with the activation and product as :func:`silu_mul`."""
-    return self.down_proj(gated_activation(self, x))
-
-
-def use_fused_mlp(model: nn.Module) -> int:
-    """Give every SiLU ``Qwen2MLP`` of ``model`` the fused activation (idempotent); returns how many."""
-    return patch_forward([m for m in modules_of(model, Qwen2MLP) if m.config.hidden_act == "silu"], _mlp_forward)
-
-
-def disable_fused_mlp(model: nn.Module) -> int:
-    """Restore the stock ``Qwen2MLP.forward`` everywhere in ``model`` (for A/B measurements)."""
-    return restore_forward(modules_of(model, Qwen2MLP), _mlp_forward)

@@ -3,8 +3,8 @@
 Stock ``apply_rotary_pos_emb`` runs ``q * cos + rotate_half(q) * sin`` as five broadcast, strided
 bf16 kernels per tensor (mul, neg, cat, mul, add): ~20 % of the 7B scorer's GPU time (H100 and H200
 profiles). On CUDA (bf16) :func:`rotary` does it in one kernel per layer, rounding after every step
-exactly as the stock kernels do (:func:`qvad.model.triton_bf16.rotate_half_bf16`), so the result is
-bit-identical (checked on an H200 by the benchmark and tests/test_fast_paths.py). Elsewhere it runs
+exactly as the stock kernels do (:func:`qvad.model.accel.kernels.bf16.rotate_half_bf16`), so the result is
+bit-identical (checked on an H200 by the benchmark and tests/test_accel_kernels.py). Elsewhere it runs
 the stock expression.
 """
 
@@ -15,14 +15,18 @@ import warnings
 import torch
 from transformers.models.qwen2.modeling_qwen2 import rotate_half
 
-from qvad.model.triton_bf16 import tl, triton
+from qvad.model.accel.counting import count
+from qvad.model.accel.kernels.bf16 import tl, triton
 
 if triton is not None:
-    from qvad.model.triton_bf16 import rotate_half_bf16
+    from qvad.model.accel.kernels.bf16 import rotate_half_bf16
 
 FUSED_ROTARY_ERROR: str | None = None
 """Why the fused rotary kernel could not run here (then the stock expression is used), or None."""
 
+
+# Mirrors transformers.models.qwen2.modeling_qwen2.apply_rotary_pos_emb
+# Relies on transformers.models.qwen2.modeling_qwen2.rotate_half (called as is)
 def _rotary_reference(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor,
                       sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """transformers' ``apply_rotary_pos_emb`` for ``[batch, tokens, heads, dim]`` tensors."""
@@ -107,6 +111,7 @@ def _launch_rope(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch
         HALF=d // 2, BLOCK_HQ=triton.next_power_of_2(hq), BLOCK_HK=triton.next_power_of_2(hk),
         BACKWARD=backward, num_warps=4,
     )
+    count("fused_rotary_kernel")
     return qo, ko
 
 

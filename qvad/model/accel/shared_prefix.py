@@ -1,4 +1,4 @@
-"""Qwen2 attention for this project's paths: a shared prompt prefix, computed once per batch.
+"""A shared prompt prefix, computed once per batch: the rows' keyword, its keys/values and masks.
 
 Every prompt starts with the same tokens (system turn, ``user``, and with
 ``prompt.audio_position: after_question`` the whole question). Their keys and values are the same
@@ -6,16 +6,9 @@ for every row, so they are computed once (one row) and every row attends to them
 :class:`SharedPrefix`, passed to the language model as the keyword ``qvad_prefix``. Unlike a KV
 cache it survives gradient checkpointing (transformers drops ``past_key_values`` in checkpointed
 layers, a keyword travels with the layer's inputs) and it carries gradients, so training uses it
-too. Keys/values are kept ``[batch, tokens, heads, dim]`` (the projection's own layout); q and k
-are rotated by qvad.model.rotary (one kernel on CUDA). Scoring a padded batch rotates k straight
-into a keys buffer after the prefix (no concatenation). A batch without padding (a lower-right
-``CausalBias`` mask, used on CUDA) skips the buffers: one kernel rotates and attends to the prefix
-and then to each row's own keys (qvad.model.prefix_attention), so the prefix is never copied into
-the rows.
-
-The forward replaces ``Qwen2Attention.forward`` per instance (:func:`enable_fast_attention`); it
-computes what the stock forward computes, in the same order, and falls back to the stock
-cache/attention interface for ``generate``.
+too. The attention layers that read it are qvad.model.accel.decoder_attention's; this module holds
+what the callers (scoring, the train loss) need: the prefix, the rows without it, their
+positions and their attention masks.
 """
 
 from __future__ import annotations
@@ -25,28 +18,25 @@ from typing import Any, Iterator
 
 import torch
 from torch import nn
-from torch.nn.attention.bias import CausalBias, causal_lower_right
-from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-from transformers.models.qwen2.modeling_qwen2 import Qwen2Attention, eager_attention_forward
+from torch.nn.attention.bias import causal_lower_right
+from transformers.models.qwen2.modeling_qwen2 import Qwen2Attention
 
-from qvad.model.forward_patch import modules_of, patch_forward, restore_forward, runs_forward
-from qvad.model.prefix_attention import one_pass_attention
-from qvad.model.rotary import rotary, rotary_into
+from qvad.model.accel.counting import count
+from qvad.model.accel.patch import modules_of
 
 PREFIX_KWARG = "qvad_prefix"
 """Keyword under which a :class:`SharedPrefix` reaches every attention layer."""
 
 LAST_QUERY_KWARG = "qvad_last_query"
 """Keyword (True) that makes one attention layer return only its last position (a ``[batch, 1,
-hidden]`` output; keys and values still cover every position). Passed by qvad.model.answer_slot."""
+hidden]`` output; keys and values still cover every position). Passed by qvad.model.accel.decoder_answer_slot."""
 
 UNPROJECTED_KWARG = "qvad_unprojected"
 """Keyword (True) that makes one attention layer return its heads' output before ``o_proj``, for a
-caller that runs the projection itself (qvad.model.residual_gemm adds the residual inside it)."""
+caller that runs the projection itself (qvad.model.accel.decoder_residual_gemm adds the residual
+inside it)."""
 
 
-# --------------------------------------------------------------------------------------------
-# the shared prefix
 class SharedPrefix:
     """Post-rotary keys/values ``[1, P, kv_heads, dim]`` of ``P`` prompt tokens shared by every row.
 
@@ -64,7 +54,7 @@ class SharedPrefix:
         self.recording = True
         self.reads = 0
         self.answer_slot = False  # scoring sets it: the last layer then runs the last position only
-        self.residual_gemm = False  # scoring sets it: residual adds inside the projections (qvad.model.residual_gemm)
+        self.residual_gemm = False  # scoring sets it: residual adds inside the projections
 
     def record(self, layer: int, key: torch.Tensor, value: torch.Tensor) -> None:
         self.kv[layer] = (key, value)
@@ -72,6 +62,7 @@ class SharedPrefix:
     def read(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The prefix's keys/values of ``layer``, ``[1, P, kv_heads, dim]``, counted as read."""
         self.reads += 1
+        count("prefix_reads")
         return self.kv[layer]
 
     def extend(self, layer: int, key: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -102,7 +93,8 @@ class SharedPrefix:
         """Every one of ``layers`` attention layers must have used the prefix since the last check."""
         if self.reads != layers:
             raise RuntimeError(
-                f"{self.reads} of {layers} attention layers read the shared prefix: enable_fast_attention(model) first"
+                f"{self.reads} of {layers} attention layers read the shared prefix: "
+                "qvad.model.accel.enable(model, device, attention=True) first"
             )
         self.reads = 0
 
@@ -120,6 +112,10 @@ def _checkpointing_off(language_model: nn.Module) -> Iterator[None]:
             layer.gradient_checkpointing = True
 
 
+# Relies on transformers.models.qwen2_audio.modeling_qwen2_audio.Qwen2AudioModel.forward (keywords reach the text model)
+# Relies on transformers.models.qwen2.modeling_qwen2.Qwen2Model.forward (keywords reach every layer; a dict mask is
+# used as given)
+# Relies on transformers.models.qwen2.modeling_qwen2.Qwen2DecoderLayer.forward (keywords reach its attention)
 def compute_shared_prefix(language_model: nn.Module, tokens: torch.Tensor) -> SharedPrefix:
     """Run ``tokens`` (1-D ids) through the text model once and keep every layer's keys/values.
 
@@ -135,7 +131,7 @@ def compute_shared_prefix(language_model: nn.Module, tokens: torch.Tensor) -> Sh
     layers = len(modules_of(language_model, Qwen2Attention))
     if sorted(prefix.kv) != list(range(layers)):
         raise RuntimeError(f"the shared prefix was recorded by {len(prefix.kv)} of {layers} attention layers: "
-                           "enable_fast_attention(model) first")
+                           "qvad.model.accel.enable(model, device, attention=True) first")
     prefix.recording = False
     return prefix
 
@@ -224,89 +220,3 @@ def prefix_mask_mapping(config: Any, rest_mask: torch.Tensor, prefix_length: int
     return {"full_attention": mask}
 
 
-# --------------------------------------------------------------------------------------------
-# the attention forward
-def _attention_forward(self: Qwen2Attention, hidden_states: torch.Tensor,
-                       position_embeddings: tuple[torch.Tensor, torch.Tensor], attention_mask: torch.Tensor | None,
-                       past_key_values: Any = None, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``Qwen2Attention.forward`` (transformers 5.23) with :func:`rotary` and the shared prefix."""
-    prefix: SharedPrefix | None = kwargs.pop(PREFIX_KWARG, None)
-    last_query = bool(kwargs.pop(LAST_QUERY_KWARG, False))
-    project = not kwargs.pop(UNPROJECTED_KWARG, False)
-    batch, tokens = hidden_states.shape[:-1]
-    split = (batch, tokens, -1, self.head_dim)
-    query = self.q_proj(hidden_states).view(split)
-    key = self.k_proj(hidden_states).view(split)
-    value = self.v_proj(hidden_states).view(split)
-    cos, sin = position_embeddings
-    fused = getattr(self, "_qvad_fused_rotary", True)
-    if prefix is not None and past_key_values is not None:
-        raise ValueError("a shared prefix and a KV cache cannot be combined")
-    scoring = prefix is not None and not prefix.recording and not torch.is_grad_enabled()
-    if (scoring and isinstance(attention_mask, CausalBias) and getattr(self, "_qvad_split_prefix", True)
-            and self.config._attn_implementation == "sdpa" and self.sliding_window is None):
-        # Scoring an unpadded batch: one kernel rotates q and k and attends to the prefix and then
-        # to the rows' own keys (qvad.model.prefix_attention), so the prefix is never copied into
-        # the rows. The stock rotary (for A/B measurements) rotates first.
-        if fused:
-            rotation = (cos, sin)
-        else:
-            query, key = rotary(query, key, cos, sin, fused=False)
-            rotation = None
-        attended = one_pass_attention(query, key, value, *prefix.read(self.layer_idx), self.scaling, rotation,
-                                      last_query, one_pass=getattr(self, "_qvad_one_pass", True))
-        return (self.o_proj(attended) if project else attended), None
-    if scoring:
-        # Scoring: k is rotated straight into the keys buffer after the prefix, v copied once.
-        full_key, full_value = prefix.buffers(self.layer_idx, key, value)
-        query = rotary_into(query, key, cos, sin, full_key[:, prefix.length:], fused=fused)
-        full_value[:, prefix.length:] = value
-        key, value = full_key, full_value
-    else:
-        query, key = rotary(query, key, cos, sin, fused=fused)
-        if prefix is not None and prefix.recording:
-            prefix.record(self.layer_idx, key, value)
-        elif prefix is not None:
-            key, value = prefix.extend(self.layer_idx, key, value)
-    if last_query:
-        # Only the last position's output is wanted (qvad.model.answer_slot): its query attends
-        # to every real key, which is the last row of the mask (no mask when nothing is padded).
-        query, tokens = query[:, -1:], 1
-        attention_mask = None if isinstance(attention_mask, CausalBias) else attention_mask[..., -1:, :]
-    query, key, value = query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2)
-    if past_key_values is not None:
-        key, value = past_key_values.update(key, value, self.layer_idx)
-    attention_interface = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation,
-                                                                eager_attention_forward)
-    attn_output, attn_weights = attention_interface(
-        self, query, key, value, attention_mask,
-        dropout=0.0 if not self.training else self.attention_dropout,
-        scaling=self.scaling,
-        sliding_window=self.sliding_window,
-        **kwargs,
-    )
-    attn_output = attn_output.reshape(batch, tokens, -1).contiguous()
-    return (self.o_proj(attn_output) if project else attn_output), attn_weights
-
-
-def enable_fast_attention(model: nn.Module, fused_rotary: bool = True, split_prefix: bool = True,
-                          one_pass: bool = True) -> int:
-    """Give every ``Qwen2Attention`` in ``model`` this module's forward (idempotent); returns how many.
-
-    For A/B measurements: ``fused_rotary`` False keeps the stock rotary expression on CUDA too;
-    ``split_prefix`` False scores unpadded batches through the prefix buffers too; ``one_pass``
-    False attends to the prefix and the own keys in two flash calls and a merge (qvad.model.prefix_split).
-    """
-    return patch_forward(modules_of(model, Qwen2Attention), _attention_forward, _qvad_fused_rotary=fused_rotary,
-                         _qvad_split_prefix=split_prefix, _qvad_one_pass=one_pass)
-
-
-def disable_fast_attention(model: nn.Module) -> int:
-    """Restore the stock ``Qwen2Attention.forward`` everywhere in ``model``; returns how many."""
-    return restore_forward(modules_of(model, Qwen2Attention), _attention_forward)
-
-
-def fast_attention_enabled(model: nn.Module) -> bool:
-    """Whether every ``Qwen2Attention`` in ``model`` runs :func:`_attention_forward`."""
-    layers = modules_of(model, Qwen2Attention)
-    return bool(layers) and all(runs_forward(m, _attention_forward) for m in layers)

@@ -1,4 +1,5 @@
-"""Each decoder layer's residual adds inside its output projections' matrix products, for scoring.
+"""The decoder layers' (``Qwen2DecoderLayer``, all but the last) residual adds inside their output
+projections' matrix products, for scoring.
 
 A Qwen2 decoder layer adds its input to ``o_proj``'s output, and that sum to ``down_proj``'s: two
 elementwise kernels per layer, each reading two ``[tokens, hidden]`` tensors and writing a third
@@ -7,15 +8,16 @@ given to the product in the epilogue of the same kernel (``C = A @ B + C``), so
 ``residual.addmm_(x, weight.T)`` computes the sum with no kernel of its own. The sum is rounded
 to bfloat16 once instead of twice (the product, then the sum): it can differ from the stock
 layer's by one bfloat16 ulp of the sum, and the scores stay within the scorer's tolerances of the
-plain path (checked on the GPU by tests/test_fast_paths.py and benchmarks/gpu_throughput.py).
+plain path (checked on the GPU by tests/test_accel.py and benchmarks/gpu_throughput.py).
 
 Only scoring takes it: a forward that carries a recorded
-:class:`~qvad.model.fast_attention.SharedPrefix` whose ``residual_gemm`` is set, through this project's attention and a stock or
-fused SiLU MLP, without gradients, on CUDA, with plain bias-free ``nn.Linear`` projections (a
-LoRA-wrapped ``o_proj`` keeps ``residual + o_proj(x)``). The layer's input is overwritten, which
-is safe there: the scorer builds the embeddings itself and reads only the last layer's output.
-Everything else (training, ``generate``, the prefix's own forward, the CPU, whose bytes the
-pipeline pins) runs the stock layer. The last layer keeps qvad.model.answer_slot's forward.
+:class:`~qvad.model.accel.shared_prefix.SharedPrefix` whose ``residual_gemm`` is set, through this
+project's attention and a stock or fused SiLU MLP, without gradients, on CUDA, with plain bias-free
+``nn.Linear`` projections (a LoRA-wrapped ``o_proj`` keeps ``residual + o_proj(x)``). The layer's
+input is overwritten, which is safe there: the scorer builds the embeddings itself and reads only
+the last layer's output. Everything else (training, ``generate``, the prefix's own forward, the
+CPU, whose bytes the pipeline pins) runs the stock layer. The last layer keeps
+qvad.model.accel.decoder_answer_slot's forward.
 """
 
 from __future__ import annotations
@@ -26,9 +28,11 @@ import torch
 from torch import nn
 from transformers.models.qwen2.modeling_qwen2 import Qwen2DecoderLayer, Qwen2MLP
 
-from qvad.model.fast_attention import PREFIX_KWARG, UNPROJECTED_KWARG, _attention_forward
-from qvad.model.forward_patch import patch_forward, restore_forward, runs_forward
-from qvad.model.fused_mlp import _mlp_forward, gated_activation
+from qvad.model.accel.counting import count
+from qvad.model.accel.decoder_attention import _attention_forward
+from qvad.model.accel.decoder_mlp import _mlp_forward, gated_activation
+from qvad.model.accel.patch import patch_forward, restore_forward, runs_forward
+from qvad.model.accel.shared_prefix import PREFIX_KWARG, UNPROJECTED_KWARG
 
 
 def add_into(residual: torch.Tensor, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -42,6 +46,7 @@ def add_linear(residual: torch.Tensor, x: torch.Tensor, linear: nn.Module) -> to
     linear of the same dtype, without gradients; elsewhere the stock expression."""
     if (type(linear) is nn.Linear and linear.bias is None and residual.is_cuda and residual.is_contiguous()
             and residual.dtype == x.dtype == linear.weight.dtype and not torch.is_grad_enabled()):
+        count("residual_gemm_adds")
         return add_into(residual, x, linear.weight)
     return residual + linear(x)
 
@@ -55,6 +60,8 @@ def _applies(layer: Qwen2DecoderLayer, kwargs: dict[str, Any]) -> bool:
             and ("forward" not in mlp.__dict__ or runs_forward(mlp, _mlp_forward)))
 
 
+# Mirrors transformers.models.qwen2.modeling_qwen2.Qwen2DecoderLayer.forward
+# Mirrors transformers.models.qwen2.modeling_qwen2.Qwen2MLP.forward (through decoder_mlp.gated_activation)
 def _layer_forward(self: Qwen2DecoderLayer, hidden_states: torch.Tensor,
                    attention_mask: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
                    past_key_values: Any = None, use_cache: bool | None = False,
@@ -62,8 +69,9 @@ def _layer_forward(self: Qwen2DecoderLayer, hidden_states: torch.Tensor,
                    **kwargs: Any) -> torch.Tensor:
     """``Qwen2DecoderLayer.forward`` (transformers 5.23) with both residual adds in the projections."""
     if not _applies(self, kwargs):
-        return Qwen2DecoderLayer.forward(self, hidden_states, attention_mask, position_ids, past_key_values,
-                                         use_cache, position_embeddings, **kwargs)
+        return Qwen2DecoderLayer.forward(self, hidden_states=hidden_states, attention_mask=attention_mask,
+                                         position_ids=position_ids, past_key_values=past_key_values,
+                                         use_cache=use_cache, position_embeddings=position_embeddings, **kwargs)
     attended, _ = self.self_attn(hidden_states=self.input_layernorm(hidden_states), attention_mask=attention_mask,
                                  position_ids=position_ids, past_key_values=past_key_values, use_cache=use_cache,
                                  position_embeddings=position_embeddings, **{UNPROJECTED_KWARG: True}, **kwargs)

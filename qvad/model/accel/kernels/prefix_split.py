@@ -1,6 +1,6 @@
 """Attention over a shared prefix and each row's own keys apart, merged by their log-sum-exp.
 
-Scoring attends every row to the same prefix keys/values (:class:`~qvad.model.fast_attention.SharedPrefix`)
+Scoring attends every row to the same prefix keys/values (:class:`~qvad.model.accel.shared_prefix.SharedPrefix`)
 followed by its own. One attention call needs them side by side in a ``[batch, P + T, ...]``
 buffer, so the prefix is copied into every row of every layer: with the question before the audio
 (53 prefix tokens, 32 own) that broadcast copy took 10 % of the 7B scorer's GPU time (H200 profile,
@@ -14,7 +14,7 @@ one attention of all ``batch x T`` queries (one long row, no mask) over the ``P`
 read once, and the own part as a causal ``T x T`` attention per row; no copy of the prefix is
 made. The merge is one kernel on CUDA (float32 arithmetic, one bfloat16 rounding at the end).
 The result equals the single attention up to the rounding of the two partial outputs to the
-compute dtype (checked against it in tests/test_fast_paths.py and benchmarks/gpu_throughput.py).
+compute dtype (checked against it in tests/test_accel_kernels.py and benchmarks/gpu_throughput.py).
 
 It serves unpadded batches only (rows whose own keys are all real: the lower-right
 ``CausalBias`` case); padded batches keep the buffer path.
@@ -26,7 +26,8 @@ import warnings
 
 import torch
 
-from qvad.model.triton_bf16 import tl, triton
+from qvad.model.accel.counting import count
+from qvad.model.accel.kernels.bf16 import tl, triton
 
 MERGE_KERNEL_ERROR: str | None = None
 """Why the Triton merge kernel could not run here (then the torch expression is used), or None."""
@@ -89,6 +90,7 @@ def merge(o1: torch.Tensor, lse1: torch.Tensor, o2: torch.Tensor, lse2: torch.Te
             _merge_kernel[(batch * tokens,)](
                 o1, lse1, o2, lse2, out, tokens, heads, *o1.stride()[:3], *lse1.stride(), *o2.stride()[:3],
                 *lse2.stride(), DIM=dim, BLOCK_H=triton.next_power_of_2(heads), num_warps=4)
+            count("split_merge_kernel")
             return out
         except Exception as exc:  # noqa: BLE001 - a kernel that does not build must not stop a run
             MERGE_KERNEL_ERROR = f"{type(exc).__name__}: {exc}"
