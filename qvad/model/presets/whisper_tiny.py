@@ -1,7 +1,7 @@
 """The offline default: Qwen2-Audio with Whisper tiny.en's pretrained encoder and a small Qwen2 LM.
 
 Qwen2-Audio's audio tower *is* a Whisper encoder (conv stem, sinusoidal positions, pre-norm
-blocks), so tiny.en's weights (../shared/whisper-tiny.md) drop into a ``Qwen2AudioEncoder`` of its
+blocks), so tiny.en's weights (qvad.model.presets.whisper_ct2) drop into a ``Qwen2AudioEncoder`` of its
 shape: 80 mel bins, d_model 384, 4 layers, 6 heads, FFN 1536, 1500 positions. The projector and the
 language model are new (no pretrained Qwen2 fits on this machine or its package registries): they
 start from the seed and are what training must teach. The result is an ordinary Hugging Face
