@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import torch
-from peft import prepare_model_for_kbit_training
 from transformers import AutoProcessor, BitsAndBytesConfig, Qwen2AudioForConditionalGeneration
 from transformers.models.qwen2.modeling_qwen2 import Qwen2RMSNorm
 from transformers.models.qwen2_audio.modeling_qwen2_audio import Qwen2AudioModel
@@ -70,6 +69,8 @@ def _prepare_kbit_training(model: Qwen2AudioForConditionalGeneration, checkpoint
     (``fp32_upcast`` restores peft's behaviour). Non-reentrant checkpointing needs no input grads.
     """
     if fp32_upcast:
+        from peft import prepare_model_for_kbit_training  # here: scoring a merged export needs no peft
+
         return prepare_model_for_kbit_training(
             model,
             use_gradient_checkpointing=checkpointing,

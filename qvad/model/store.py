@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import torch
-from peft import PeftModel
 
 from qvad.model.prompt import audio_position
 from qvad.common.atomic import write_json
@@ -74,6 +73,8 @@ def load_trained(model_cfg: Mapping[str, Any], adapter: Path | None = ADAPTER, b
     model, processor = load_model_and_processor(base_cfg(model_cfg, base), dev or device(), for_training=False)
     if adapter is None:
         return model, processor
+    from peft import PeftModel  # here, not at the top: a merged export (adapter=None) loads without peft
+
     with warnings.catch_warnings():  # peft reads transformers' deprecated is_gradient_checkpointing
         warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*", category=FutureWarning)
         model = PeftModel.from_pretrained(model, str(adapter), is_trainable=False)
