@@ -300,6 +300,7 @@ def export(args: argparse.Namespace) -> int:
         print(f"qvad export: expected [MODELS_DIR] OUT_DIR, got {len(args.dirs)} paths", file=sys.stderr)
         return EXIT_USAGE
     models_dir, out_dir = (args.dirs if len(args.dirs) == 2 else ["models", args.dirs[0]])
+    from qvad.detector_config import DetectorConfigError
     from qvad.export.checks import ExportError
     from qvad.export.folder import export_models
 
@@ -308,7 +309,7 @@ def export(args: argparse.Namespace) -> int:
     try:
         result = export_models(models_dir, out_dir, merge=args.merge, force=args.force, dtype=args.dtype,
                                project_dir=project)
-    except (ExportError, OSError) as exc:
+    except (ExportError, DetectorConfigError, OSError) as exc:  # a broken detector.json too
         print(f"qvad export: {exc}", file=sys.stderr)
         return EXIT_USAGE
     kind = f"merged, {result.dtype}" if result.merged else "base + adapter"

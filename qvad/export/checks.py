@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from qvad.detector_config import DETECTOR_FILE, DetectorConfigError, is_merged_export
+from qvad.detector_config import DETECTOR_FILE, is_merged_export
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
