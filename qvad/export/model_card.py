@@ -459,7 +459,7 @@ def _licences(inp: CardInputs, preset: str) -> list[str]:
     project = inp.project_licence or "none declared (pyproject.toml has no licence field)"
     return ["## Licences", "",
             f"- Base weights: {base['text']}.",
-            f"- Training data: {'; '.join(_md(x) for x in licences)} (per source in Training data). Whether "
+            f"- Training data: {', '.join(f'`{_md(x)}`' for x in licences)} (per source in Training data). Whether "
             "weights trained on copyleft audio are a derivative work is not settled; check before redistributing.",
             f"- The `qvad` code that trained and exported this model: {project}.", ""]
 
