@@ -1,4 +1,4 @@
-"""``qvad predict``: score audio files and folders with the trained detector.
+"""``qvad predict``: score audio files and folders with the trained detector; ``qvad export``: a folder to serve.
 
 ```
 qvad predict PATH... [--out scores.csv|scores.jsonl] [--segments] [--rttm speech.rttm]
@@ -12,6 +12,15 @@ CSV to stdout unless ``--out`` names a .csv or .jsonl file. ``--segments`` adds 
 cannot be used gets a row whose ``error`` names the problem and the others go on. Exit status:
 0 when every file was scored, 1 when any failed (or none was found), 2 for a usage or model
 folder error. ``python -m qvad.cli predict ...`` does the same as the ``qvad`` console script.
+
+```
+qvad export [MODELS_DIR] OUT_DIR [--merge|--no-merge] [--force] [--dtype float32|bfloat16] [--project-dir DIR]
+```
+
+The trained detector as a folder others can serve (qvad.export, docs/export.md): by default the
+adapter merged into the base, an ordinary ``Qwen2AudioForConditionalGeneration`` checkpoint, with
+detector.json and a model card written from the run's metrics. Exit status 0, or 2 for unusable
+input (the message names the path and the problem).
 """
 
 from __future__ import annotations
@@ -101,6 +110,23 @@ def build_parser() -> argparse.ArgumentParser:
     prog.add_argument("--progress", dest="progress", action="store_true", default=None,
                       help="show a progress bar on stderr (default: when stderr is a terminal)")
     prog.add_argument("--no-progress", dest="progress", action="store_false")
+    e = sub.add_parser(
+        "export", help="write the trained detector as a folder to serve (merged weights + model card)",
+        description="Export MODELS_DIR (default: models) to OUT_DIR: the LoRA adapter merged into the base and "
+                    "saved as safetensors with the processor (loadable by transformers alone, and by vLLM), "
+                    "detector.json, and a README.md model card written from params.yaml, metrics/ and "
+                    "data/raw/manifest.csv of the run.",
+    )
+    e.add_argument("dirs", nargs="+", metavar="[MODELS_DIR] OUT_DIR", help="models folder (default: models), then "
+                                                                         "the folder to write")
+    e.add_argument("--merge", action=argparse.BooleanOptionalAction, default=True,
+                   help="merge the adapter into the base (default); --no-merge copies base/ and adapter/ as they are")
+    e.add_argument("--force", action="store_true", help="replace a non-empty OUT_DIR (after the export is complete)")
+    e.add_argument("--dtype", choices=("float32", "bfloat16"), default=None,
+                   help="dtype of the merged weights (default: float32 for a float32 run, bfloat16 for bf16/NF4)")
+    e.add_argument("--project-dir", default=None,
+                   help="where the run's params.yaml, metrics/ and data/raw/manifest.csv are (default: the folder "
+                        "that holds MODELS_DIR)")
     return parser
 
 
@@ -268,10 +294,38 @@ def predict(args: argparse.Namespace) -> int:
     return EXIT_FAILED if failed else EXIT_OK
 
 
+def export(args: argparse.Namespace) -> int:
+    """Run ``qvad export``; return the exit status."""
+    if len(args.dirs) > 2:
+        print(f"qvad export: expected [MODELS_DIR] OUT_DIR, got {len(args.dirs)} paths", file=sys.stderr)
+        return EXIT_USAGE
+    models_dir, out_dir = (args.dirs if len(args.dirs) == 2 else ["models", args.dirs[0]])
+    from qvad.detector_config import DetectorConfigError
+    from qvad.export.checks import ExportError
+    from qvad.export.folder import export_models
+
+    _quiet_libraries()
+    project = args.project_dir or str(Path(models_dir).resolve().parent)
+    try:
+        result = export_models(models_dir, out_dir, merge=args.merge, force=args.force, dtype=args.dtype,
+                               project_dir=project)
+    except (ExportError, DetectorConfigError, OSError) as exc:  # a broken detector.json too
+        print(f"qvad export: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    kind = f"merged, {result.dtype}" if result.merged else "base + adapter"
+    print(f"qvad export: wrote {result.out_dir} ({kind}; model card README.md)", file=sys.stderr)
+    if result.replaced_files:
+        print(f"qvad export: replaced the previous {result.out_dir} ({result.replaced_files} files removed)",
+              file=sys.stderr)
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "predict":
         return predict(args)
+    if args.command == "export":
+        return export(args)
     return EXIT_USAGE  # pragma: no cover - argparse requires a command
 
 

@@ -4,6 +4,7 @@
 from qvad.detector import Detector
 
 det = Detector.from_dir("models")                 # models/base + models/adapter + models/detector.json
+det = Detector.from_dir("exported")               # or a merged `qvad export` folder (no peft needed)
 det.predict("clip.wav")                           # calibrated P(speech), a float
 det.predict(samples, sr=44100)                    # arrays too: any rate, (n,) or (n, channels)
 det.predict_files(["a.wav", "folder/"])           # DataFrame, one row per file (errors as rows)
@@ -110,6 +111,8 @@ class Detector:
     def from_dir(cls, path: str | os.PathLike = "models", *, device: str | None = None,
                  batch_size: int | None = None, seed: int = SEED) -> "Detector":
         """Load ``path``/base + ``path``/adapter as the evaluate stage does, with ``path``/detector.json.
+
+        A merged export (``qvad export``) loads as the checkpoint in ``path`` itself, without peft.
 
         ``device``: 'cpu', 'cuda' (or 'cuda:N'); None takes the GPU when there is one.
         ``batch_size``: clips per forward pass; None gives 64 on a GPU and 16 on the CPU.

@@ -4,7 +4,8 @@ The evaluate stage writes it (:func:`detector_config`); :class:`DetectorConfig` 
 validates it for :class:`qvad.detector.Detector`, naming the file and the key in every error, so a
 model folder copied elsewhere either scores exactly as it was evaluated or says what is wrong
 (the fields are listed in qvad.detector's docstring). :func:`check_model_dir` checks the rest of
-a model folder: ``base/`` and ``adapter/``.
+a model folder: ``base/`` and ``adapter/``, or, for a merged export (``qvad export``), the
+checkpoint in the folder itself, which ``detector.json`` marks with ``export.merged: true``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 DETECTOR_FILE = "detector.json"
+EXPORT_KEY = "export"
+"""detector.json's block written by ``qvad export``; ``merged: true`` means no adapter is needed."""
 
 _NUMBER = (int, float)
 
@@ -170,11 +173,30 @@ def detector_config(params: Mapping[str, Any], temperature: float, threshold: fl
     }
 
 
-def check_model_dir(path: str | os.PathLike) -> tuple[Path, Path, Path]:
-    """``(base, adapter, detector.json)`` of a model folder, or a DetectorConfigError naming what is missing."""
+def is_merged_export(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a merged export: a checkpoint whose detector.json says ``export.merged: true``."""
+    root = Path(path)
+    cfg = root / DETECTOR_FILE
+    if not ((root / "config.json").is_file() and cfg.is_file()):
+        return False
+    try:
+        raw = json.loads(cfg.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False  # DetectorConfig.load reports it, naming the file
+    block = raw.get(EXPORT_KEY) if isinstance(raw, Mapping) else None
+    return isinstance(block, Mapping) and block.get("merged") is True
+
+
+def check_model_dir(path: str | os.PathLike) -> tuple[Path, Path | None, Path]:
+    """``(base, adapter, detector.json)`` of a model folder, or a DetectorConfigError naming what is missing.
+
+    A merged export is its own base and has no adapter: ``(path, None, path/detector.json)``.
+    """
     root = Path(path)
     if not root.is_dir():
         raise DetectorConfigError(f"{root}: model folder not found (expected base/, adapter/ and {DETECTOR_FILE})")
+    if is_merged_export(root):
+        return root, None, root / DETECTOR_FILE
     base, adapter, cfg = root / "base", root / "adapter", root / DETECTOR_FILE
     if not ((base / "config.json").is_file() or (base / "source.json").is_file()):
         raise DetectorConfigError(f"{base}: no base model (neither config.json nor source.json)")

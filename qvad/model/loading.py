@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import torch
-from peft import prepare_model_for_kbit_training
 from transformers import AutoProcessor, BitsAndBytesConfig, Qwen2AudioForConditionalGeneration
 from transformers.models.qwen2_audio.modeling_qwen2_audio import Qwen2AudioModel
 
@@ -68,6 +67,8 @@ def _prepare_kbit_training(model: Qwen2AudioForConditionalGeneration, checkpoint
     if fp32_upcast:
         # Checkpointing is switched on below, not by peft: peft calls transformers' deprecated
         # gradient_checkpointing_enable (a FutureWarning); with use_reentrant False it does nothing else for it.
+        from peft import prepare_model_for_kbit_training  # here: scoring a merged export needs no peft
+
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     else:
         for param in model.parameters():

@@ -14,13 +14,11 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import torch
-from peft import PeftModel
 
 from qvad.model.prompt import audio_position
 from qvad.common.atomic import write_json
 from qvad.model.encoder_truncation import truncate_as_configured
 from qvad.model.loading import load_model_and_processor
-from qvad.model.lora import peft_wrapping
 from qvad.model.presets import LOCAL_PRESETS
 from qvad.model.presets.tiny import build_tiny_checkpoint
 from qvad.model.presets.whisper_tiny import build_whisper_tiny_checkpoint
@@ -74,6 +72,11 @@ def load_trained(model_cfg: Mapping[str, Any], adapter: Path | None = ADAPTER, b
     model, processor = load_model_and_processor(base_cfg(model_cfg, base), dev or device(), for_training=False)
     if adapter is None:
         return model, processor
+    # Here, not at the top: a merged export (adapter=None) loads without peft.
+    from peft import PeftModel
+
+    from qvad.model.lora import peft_wrapping
+
     with peft_wrapping():
         model = PeftModel.from_pretrained(model, str(adapter), is_trainable=False)
     truncate_as_configured(model, model_cfg)
