@@ -1,4 +1,4 @@
-"""The builtin corpus: real recordings that Debian packages ship (see ../shared/corpus.md).
+"""The builtin corpus: real recordings that Debian packages ship.
 
 Fetched with ``apt-get download`` (no install, no root, no Depends) into a cache
 outside the repo, verified against the archive's SHA256, extracted, and mapped to
