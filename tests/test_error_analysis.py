@@ -93,18 +93,26 @@ def test_bad_source_is_an_error():
         category_for("elsewhere", "x", "y.wav", "speech")
 
 
-def test_rule_table_is_extensible(monkeypatch):
-    rules = dict(cat.BUILTIN_RULES)
-    rules["acme-voices-*"] = cat.speech_lang_after("acme", "voices")
-    rules["acme-voices-de"] = cat.speech_fixed_lang("acme", "de_AT")  # exact beats the pattern
-    rules["acme-ivr"] = cat.speech_lang_matching("acme-ivr", cat.VOICE_DIR)
-    monkeypatch.setattr(cat, "BUILTIN_RULES", rules)
-    assert category_for("builtin", "acme-voices-x", "usr/share/acme/voices/nl_BE/hi.ogg", "speech") \
+def test_package_table_is_extensible(monkeypatch):
+    """A new package is one row: its licence, label rule and category rule (built from the constructors)."""
+    from qvad.data import category_rules as rules
+    from qvad.data.sources import builtin_packages as bp
+
+    def speech(parts: tuple[str, ...]) -> bp.Rule:
+        return bp.Rule("speech", "acme:one")
+
+    table = dict(bp.PACKAGES)
+    table["acme-voices"] = bp.BuiltinPackage("CC0", speech, rules.speech_lang_after("acme", "voices"))
+    table["acme-voices-de"] = bp.BuiltinPackage("CC0", speech, rules.speech_fixed_lang("acme", "de_AT"))
+    table["acme-ivr"] = bp.BuiltinPackage("CC0", speech, rules.speech_lang_matching("acme-ivr", rules.VOICE_DIR))
+    monkeypatch.setattr(bp, "PACKAGES", table)
+    assert category_for("builtin", "acme-voices", "usr/share/acme/voices/nl_BE/hi.ogg", "speech") \
         == "speech:acme:nl"
     assert category_for("builtin", "acme-voices-de", "usr/share/acme/voices/xx/hi.ogg", "speech") \
         == "speech:acme:de"
     assert category_for("builtin", "acme-ivr", "usr/share/acme/en_GB_m_Bob/menu.wav", "speech") \
         == "speech:acme-ivr:en"
+    assert bp.classify("acme-ivr", "usr/share/acme/en_GB_m_Bob/menu.wav") == bp.Rule("speech", "acme:one")
 
 
 def test_public_categories():
@@ -141,11 +149,13 @@ def test_local_categories_from_groups_csv(tmp_path):
 
 @pytest.mark.skipif(not EXTRACTED.is_dir(), reason=f"extracted builtin corpus not at {EXTRACTED}")
 def test_every_builtin_file_has_a_category_matching_its_label():
-    from qvad.data.sources.builtin import AUDIO_SUFFIXES, LICENCES, classify
+    from qvad.data.category_rules import category_kind
+    from qvad.data.sources.builtin import AUDIO_SUFFIXES
+    from qvad.data.sources.builtin_packages import PACKAGES, classify
     seen = set()
     for tree in sorted(EXTRACTED.iterdir()):
         package = tree.name.split("_")[0]
-        if package not in LICENCES:
+        if package not in PACKAGES:
             continue
         for path in tree.rglob("*"):
             if path.suffix.lower() not in AUDIO_SUFFIXES or not path.is_file():
@@ -156,7 +166,7 @@ def test_every_builtin_file_has_a_category_matching_its_label():
                 continue
             category = category_for("builtin", package, rel, rule.label)
             assert category != UNKNOWN, (package, rel)
-            assert cat.category_kind(category) == rule.label, (package, rel, category)
+            assert category_kind(category) == rule.label, (package, rel, category)
             seen.add(package)
     assert seen, "no builtin package found"
 
