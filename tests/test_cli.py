@@ -32,14 +32,6 @@ def _noise(seconds: float, seed: int = 0, level: float = 0.1, channels: int = 1,
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    sys.path.insert(0, str(Path(__file__).parent))
-    from test_detector import build_model_dir
-
-    return build_model_dir(tmp_path_factory.mktemp("cli_model"))
-
-
-@pytest.fixture(scope="module")
 def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("audio")
     good = root / "good"

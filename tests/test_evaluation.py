@@ -11,7 +11,7 @@ from qvad.analysis.system_metrics import system_metrics
 from qvad.model.loading import load_model_and_processor
 from qvad.model.presets.tiny import build_tiny_checkpoint
 from qvad.model.scoring import score_ab, score_ab_logits
-from tests.conftest import voiced_like
+from tests.helpers import voiced_like
 
 
 def test_speech_margin_matches_scorer_probability(tmp_path):

@@ -7,7 +7,7 @@ import pytest
 
 from qvad.data.signal import active_mask, band_limit, colored_noise, in_container, mix_at_snr, power
 from qvad.data.level import normalize
-from tests.conftest import voiced_like
+from tests.helpers import voiced_like
 
 
 @pytest.mark.parametrize("snr", [-10, -5, 0, 5, 10, 20])
