@@ -78,6 +78,7 @@ EXPECTED_ERRORS = {
 }
 
 
+@pytest.mark.slow
 def test_predict_every_input_case(model_dir: Path, inputs: Path, tmp_path: Path) -> None:
     out, rttm = tmp_path / "scores.csv", tmp_path / "speech.rttm"
     run = _run(["predict", str(inputs / "good"), str(inputs / "long40s.wav"), str(inputs / "bad"),
@@ -119,6 +120,7 @@ def test_predict_every_input_case(model_dir: Path, inputs: Path, tmp_path: Path)
     assert noise == [], noise  # no library warnings or progress bars, and no bar when stderr is no terminal
 
 
+@pytest.mark.slow
 def test_predict_all_good_jsonl_exit_zero(model_dir: Path, inputs: Path, tmp_path: Path) -> None:
     out, seg_out = tmp_path / "scores.jsonl", tmp_path / "segments.csv"
     run = _run(["predict", str(inputs / "good" / "mono16k.wav"), str(inputs / "good" / "silence.wav"),

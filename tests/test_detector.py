@@ -352,6 +352,7 @@ def test_loading_shows_no_avoidable_warning(model_dir: Path) -> None:
     assert not any("is_gradient_checkpointing" in m for m in shown), shown
 
 
+@pytest.mark.slow
 def test_default_preset_loads_and_scores(tmp_path: Path) -> None:
     """The params.yaml preset (whisper-tiny on the CPU by default) through from_dir, predict and segments."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text())

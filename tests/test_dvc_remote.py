@@ -14,6 +14,8 @@ import yaml
 
 from tests.helpers import DVC, TINY, make_copy, run
 
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
 GIT_ID = ["-c", "user.name=qvad-test", "-c", "user.email=test@qvad.invalid"]
 
 

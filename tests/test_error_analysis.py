@@ -217,6 +217,7 @@ def test_report_needs_every_clip(report_inputs, tmp_path):
 CHROMIUM = os.environ.get("CHROMIUM", "chromium")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which(CHROMIUM) is None, reason="chromium not installed (apt-get install -y chromium)")
 def test_report_plays_offline_in_chromium(report, tmp_path):
     script = ROOT / "scripts" / "check_report_offline.sh"

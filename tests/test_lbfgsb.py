@@ -20,6 +20,7 @@ def _same_as_minimize(fun_and_grad, starts: list[np.ndarray], bounds: list[tuple
         assert run.x.tobytes() == ref.x.tobytes() and run.fun == ref.fun and run.success == ref.success
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("kind", "guess_rate"), [("log_logistic", 0.5), ("logistic", None), ("weibull", 0.5)])
 def test_psychometric_objective_matches_minimize_bit_for_bit(kind: str, guess_rate: float | None) -> None:
     """The objective the stage minimises, from its own starting grid plus a random start."""

@@ -17,6 +17,8 @@ import yaml
 
 from tests.helpers import DVC, TINY, make_copy, out_hashes, run
 
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
 
 @pytest.fixture(scope="module")
 def data_repo(tmp_path_factory) -> Path:

@@ -15,6 +15,8 @@ import pytest
 
 from tests.helpers import DVC, TINY, build_tiny_causal_lm, make_copy, merge, run
 
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
 FULL = merge(TINY, {
     "train": {"epochs": 2, "batch_size": 8, "eval_steps": 4, "logging_steps": 2, "warmup_steps": 2},
     "opro": {"search": {"iterations": 2, "proposals_per_iteration": 3, "minidev_size": 8}},

@@ -129,6 +129,7 @@ def test_bootstrap_ci_covers_truth_and_is_deterministic() -> None:
     )
 
 
+@pytest.mark.slow
 def test_curve_band_covers_true_curve_and_matches_threshold_intervals() -> None:
     alpha_ms, beta = 350.0, 3.0
     truth = _log_logistic(alpha_ms, beta)
