@@ -88,14 +88,6 @@ def throughput(fn: Callable[[list[np.ndarray]], object], clips: Sequence[np.ndar
             "ms_per_clip": round(1000.0 / by_batch[best], 4)}
 
 
-def _ten_vad_probs():
-    try:
-        from qvad.audio.ten_vad import ten_vad_probs
-    except ImportError:
-        from qvad.audio_ten_vad import ten_vad_probs
-    return ten_vad_probs
-
-
 def load_clips(n: int, seed: int, csv: str = "data/splits/test.csv") -> tuple[list[np.ndarray], dict]:
     import pandas as pd
 
@@ -311,7 +303,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if "ten" not in args.skip:
         try:
-            ten = _ten_vad_probs()
+            from qvad.audio.ten_vad import ten_vad_probs as ten
+
             ten(clips[0])
         except Exception as exc:  # not installed, or its C++ runtime is missing
             print(f"TEN VAD skipped: {exc}", file=sys.stderr)

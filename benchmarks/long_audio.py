@@ -227,19 +227,9 @@ def silero_segments(audio: np.ndarray) -> list[tuple[float, float]]:
     return [(s["start"] / SAMPLE_RATE, s["end"] / SAMPLE_RATE) for s in stamps]
 
 
-def ten_vad_probs_fn():
-    """qvad's TEN VAD wrapper (qvad/audio/ten_vad.py; qvad/audio_ten_vad.py before the package split)."""
-    try:
-        from qvad.audio.ten_vad import ten_vad_probs
-    except ImportError:
-        from qvad.audio_ten_vad import ten_vad_probs
-    return ten_vad_probs
-
-
 def ten_vad_segments(audio: np.ndarray) -> list[tuple[float, float]]:
+    from qvad.audio.ten_vad import ten_vad_probs
     from qvad.segments import speech_segments
-
-    ten_vad_probs = ten_vad_probs_fn()
 
     p = ten_vad_probs(audio, hop_size=256)
     if p.size % 2:

@@ -302,28 +302,28 @@ class Detector:
             while pending and pending[0].waiting == 0 and not pending[0].open:
                 yield finish(pending.popleft())
 
+        def failed(result: FileResult, reason: str) -> Iterator[FileResult]:
+            """Queue a file that gets no scores (in order, behind files still scoring) with its error."""
+            result.error = reason
+            pending.append(_Job(result, None, np.zeros(0, dtype=np.int64), 0))
+            yield from ready()
+
         for path in find_audio(paths):
             result = FileResult(path=str(path))
             try:
                 decoded: Decoded = decode_file(path, max_duration_s)
             except AudioError as exc:
-                result.error = exc.reason
-                pending.append(_Job(result, None, np.zeros(0, dtype=np.int64), 0))
-                yield from ready()
+                yield from failed(result, exc.reason)
                 continue
             except Exception as exc:  # anything else libsndfile or the OS throws: this file only
-                result.error = f"could not decode ({type(exc).__name__}: {exc})"
-                pending.append(_Job(result, None, np.zeros(0, dtype=np.int64), 0))
-                yield from ready()
+                yield from failed(result, f"could not decode ({type(exc).__name__}: {exc})")
                 continue
             x = decoded.audio
             result.duration_s, result.orig_sr, result.channels = decoded.duration_s, decoded.orig_sr, decoded.channels
             try:
                 starts, window = self.layout(x.size, opts.window_ms, opts.hop_ms)
             except ValueError as exc:
-                result.error = str(exc)
-                pending.append(_Job(result, None, np.zeros(0, dtype=np.int64), 0))
-                yield from ready()
+                yield from failed(result, str(exc))
                 continue
             job = _Job(result, x, starts, window)
             result.windows = len(starts)

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The project's test command: sets itself up, then runs the whole suite, including an
 # end-to-end `dvc repro` of the pipeline on tiny params in a temporary copy of the repo.
+# Arguments go to pytest: `bash scripts/test.sh -m "not slow"` runs the fast subset
+# (markers: slow, e2e, cuda; see pytest.ini).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

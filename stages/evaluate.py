@@ -1,4 +1,4 @@
-"""Stage evaluate: the model and both VAD baselines on the same held-out test clips."""
+"""Stage evaluate: the model and the three VAD baselines (WebRTC, Silero, TEN VAD) on the same held-out test clips."""
 
 from qvad.common.params import load_params
 from qvad.analysis.evaluate import evaluate

@@ -29,15 +29,9 @@ from qvad.model.answer_loss import answer_loss
 from qvad.model.collate import ABCollator
 from qvad.model.loading import load_model_and_processor
 from qvad.model.lora import apply_lora
-from qvad.model.presets.tiny import build_tiny_checkpoint
 from qvad.model.scoring import score_ab, score_ab_logits
 
 LAYOUTS = ("before_question", "after_question")
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "ckpt", seed=1234)
 
 
 def _load(tiny_dir: Path, training: bool = False):

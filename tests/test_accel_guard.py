@@ -22,7 +22,6 @@ from qvad.model import accel
 from qvad.model.accel import guard
 from qvad.model.accel.decoder_attention import fast_attention_enabled
 from qvad.model.loading import load_model_and_processor
-from qvad.model.presets.tiny import build_tiny_checkpoint
 from qvad.model.scoring import score_ab_logits
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,11 +62,6 @@ def test_every_mirror_is_marked_where_it_is_written_and_listed_in_the_guard() ->
 
 def test_another_release_with_the_same_mirrored_code_keeps_the_speedups() -> None:
     assert guard.stale(guard.STOCK, version="9.0.0") == {}
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "ckpt", seed=1234)
 
 
 def _load(tiny_dir: Path):  # noqa: ANN202

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from qvad.data.leakage import envelope_fingerprint, run_audit
-from tests.conftest import voiced_like
+from tests.helpers import voiced_like
 
 DESIGN = {"durations_ms": [200], "snrs_db": [0]}
 

@@ -87,6 +87,7 @@ def test_apply_rule_names_a_missing_score() -> None:
         apply_rule(pd.DataFrame({"webrtc3_frac": [0.5]}), DecisionRule("silero_mean", 0.2))
 
 
+@pytest.mark.slow
 def test_silero_scores_voiced_signal_above_white_noise() -> None:
     voiced = voiced_like()
     scores = score_clips([voiced, white_noise(voiced.size)], "silero")
@@ -144,6 +145,7 @@ def test_score_clips_rejects_bad_input() -> None:
         score_clips([np.zeros((SAMPLE_RATE, 2), np.float32)], "webrtc")
 
 
+@pytest.mark.slow
 def test_baseline_scores_in_worker_processes_equal_one_loop() -> None:
     # evaluate and psychometric score their clips in chunks over processes; every VAD scores each clip
     # from a fresh state, so the chunked scores must be exactly the in-process ones, in order.

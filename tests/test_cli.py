@@ -32,14 +32,6 @@ def _noise(seconds: float, seed: int = 0, level: float = 0.1, channels: int = 1,
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    sys.path.insert(0, str(Path(__file__).parent))
-    from test_detector import build_model_dir
-
-    return build_model_dir(tmp_path_factory.mktemp("cli_model"))
-
-
-@pytest.fixture(scope="module")
 def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("audio")
     good = root / "good"
@@ -86,6 +78,7 @@ EXPECTED_ERRORS = {
 }
 
 
+@pytest.mark.slow
 def test_predict_every_input_case(model_dir: Path, inputs: Path, tmp_path: Path) -> None:
     out, rttm = tmp_path / "scores.csv", tmp_path / "speech.rttm"
     run = _run(["predict", str(inputs / "good"), str(inputs / "long40s.wav"), str(inputs / "bad"),
@@ -127,6 +120,7 @@ def test_predict_every_input_case(model_dir: Path, inputs: Path, tmp_path: Path)
     assert noise == [], noise  # no library warnings or progress bars, and no bar when stderr is no terminal
 
 
+@pytest.mark.slow
 def test_predict_all_good_jsonl_exit_zero(model_dir: Path, inputs: Path, tmp_path: Path) -> None:
     out, seg_out = tmp_path / "scores.jsonl", tmp_path / "segments.csv"
     run = _run(["predict", str(inputs / "good" / "mono16k.wav"), str(inputs / "good" / "silence.wav"),

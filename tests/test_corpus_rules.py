@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from qvad.data.sources.builtin import PackageError, _safe_id, classify, collect_builtin, is_music
+from qvad.data.sources.builtin import _safe_id, collect_builtin, is_music
+from qvad.data.sources.builtin_packages import PackageError, classify
 from qvad.data.sources.local import collect_local
 
 
@@ -59,6 +60,8 @@ def test_music_is_recognised():
 def test_unknown_package_is_a_clear_error(tmp_path):
     with pytest.raises(PackageError, match="no-such-package"):
         collect_builtin(["no-such-package"], tmp_path)
+    with pytest.raises(PackageError, match="no-such-package.*builtin_packages.py"):
+        classify("no-such-package", "usr/share/x.wav")
 
 
 def test_local_source_groups(tmp_path):

@@ -51,6 +51,7 @@ print(hashlib.md5(y.detach().numpy().tobytes() + w.grad.numpy().tobytes()).hexdi
 """
 
 
+@pytest.mark.slow
 def test_same_thread_param_gives_same_bytes_whatever_omp_says() -> None:
     """The pinned thread count, not the environment's, decides the bytes of a forward and backward."""
     def digest(omp: str, threads: int) -> str:

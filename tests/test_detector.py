@@ -26,37 +26,9 @@ from qvad.detector import Detector
 from qvad.detector_config import DetectorConfig, DetectorConfigError, check_model_dir, detector_config
 from qvad.segments import (SegmentOptions, boundary_errors, frame_probs, frame_scores, rttm_lines, to_frames,
                            window_starts)
+from tests.helpers import build_model_dir
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def build_model_dir(root: Path, preset: str = "tiny") -> Path:
-    """models/{base,adapter,detector.json} laid out as train/evaluate write them, with an untrained adapter."""
-    import torch
-
-    from qvad.model.loading import load_model_and_processor
-    from qvad.model.lora import apply_lora
-    from qvad.model.store import prepare_base
-
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    models = root / "models"
-    model_cfg = {**params["model"], "preset": preset, "path": None, "quantization": "none", "dtype": "float32"}
-    loaded_cfg = prepare_base(model_cfg, 0, models / "base")
-    torch.manual_seed(0)
-    model, processor = load_model_and_processor(loaded_cfg, "cpu", for_training=False)
-    # the tiny preset trains its tower in full, so it takes no encoder LoRA (apply_lora refuses it)
-    lora_cfg = {**params["lora"], "r": 4, **({"audio_layers": 0} if preset == "tiny" else {})}
-    model, _ = apply_lora(model, lora_cfg, preset)
-    model.save_pretrained(models / "adapter")
-    processor.save_pretrained(models / "adapter")
-    cfg = detector_config({**params, "model": model_cfg}, temperature=1.7)
-    (models / "detector.json").write_text(json.dumps(cfg, indent=2))
-    return models
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_model_dir(tmp_path_factory.mktemp("detector"))
 
 
 @pytest.fixture(scope="module")
@@ -380,6 +352,7 @@ def test_loading_shows_no_avoidable_warning(model_dir: Path) -> None:
     assert not any("is_gradient_checkpointing" in m for m in shown), shown
 
 
+@pytest.mark.slow
 def test_default_preset_loads_and_scores(tmp_path: Path) -> None:
     """The params.yaml preset (whisper-tiny on the CPU by default) through from_dir, predict and segments."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text())

@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.test_pipeline_e2e import DVC, TINY, make_copy, run
+from tests.helpers import DVC, TINY, make_copy, run
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 GIT_ID = ["-c", "user.name=qvad-test", "-c", "user.email=test@qvad.invalid"]
 

@@ -11,15 +11,9 @@ from qvad.model.collate import ABCollator
 from qvad.model.encoder_cache import cache_frozen_encoder, encoder_cacheable
 from qvad.model.loading import load_model_and_processor
 from qvad.model.lora import apply_lora
-from qvad.model.presets.tiny import build_tiny_checkpoint
-from tests.conftest import voiced_like
+from tests.helpers import voiced_like
 
 LORA = {"r": 4, "alpha": 8, "dropout": 0.0, "targets": "attention"}
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny"), seed=1)
 
 
 def _batch(processor):

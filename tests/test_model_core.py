@@ -22,14 +22,9 @@ from qvad.model.loading import load_model_and_processor
 from qvad.model.lora import apply_lora, peft_wrapping
 from qvad.model.presets.tiny import build_tiny_checkpoint
 from qvad.model.scoring import score_ab, score_ab_logits
+from tests.helpers import TINY_SEED
 
-SEED = 1234
 MIXED_SECONDS = (0.1, 0.5, 1.3, 2.0)
-
-
-@pytest.fixture(scope="session")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "ckpt", seed=SEED)
 
 
 def _load(tiny_dir: Path, truncate: bool = False, training: bool = False):
@@ -342,8 +337,8 @@ def test_tiny_preset_trains_audio_path_in_full(tiny_dir: Path) -> None:
 
 # (6) ---------------------------------------------------------------------------------------------
 def test_tiny_build_is_deterministic(tmp_path: Path, tiny_dir: Path) -> None:
-    again = build_tiny_checkpoint(tmp_path / "again", seed=SEED)
-    other = build_tiny_checkpoint(tmp_path / "other", seed=SEED + 1)
+    again = build_tiny_checkpoint(tmp_path / "again", seed=TINY_SEED)
+    other = build_tiny_checkpoint(tmp_path / "other", seed=TINY_SEED + 1)
     for name in ("model.safetensors", "tokenizer.json", "config.json"):
         assert (again / name).read_bytes() == (tiny_dir / name).read_bytes(), name
     assert (other / "model.safetensors").read_bytes() != (tiny_dir / "model.safetensors").read_bytes()

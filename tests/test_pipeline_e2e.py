@@ -9,65 +9,15 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-DVC = [sys.executable, "-m", "dvc"]
+from tests.helpers import DVC, TINY, make_copy, out_hashes, run
 
-TINY = {
-    "data": {"packages": ["klettres-data", "sound-theme-freedesktop", "frozen-bubble-data", "lincity-ng-data"],
-             "max_files_per_package": 45, "max_seconds_per_file": 8},
-    "mix": {"durations_ms": [200, 1000], "snrs_db": [0, 20], "clips_per_cell": 10, "max_group_share": 0.5},
-    "audit": {"min_per_cell": 1, "max_class_imbalance": 0.25},
-}
-
-
-def merge(base: dict, over: dict) -> dict:
-    """Recursive dict update (params overrides)."""
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
-def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    # dvc.yaml says `python`: make it the interpreter running the tests (the venv's).
-    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    env = {**os.environ, "TQDM_DISABLE": "1", "PYTHONPATH": str(cwd), "PATH": path}
-    res = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    if check and res.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({res.returncode}):\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
-    return res
-
-
-def make_copy(tmp: Path, overrides: dict) -> Path:
-    """Copy the tracked files into ``tmp/repo`` and set up a git-less DVC project there."""
-    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
-    repo = tmp / "repo"
-    for rel in filter(None, files.decode().split("\0")):
-        src, dst = ROOT / rel, repo / rel
-        if src.is_file() and not rel.startswith(("data/", "models/", "metrics/", "plots/")) and rel != "dvc.lock":
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dst)
-    for d in ("data", "models", "metrics", "plots"):
-        (repo / d).mkdir(exist_ok=True)
-    params = merge(yaml.safe_load((ROOT / "params.yaml").read_text()), overrides)
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    run([*DVC, "config", "--local", "core.no_scm", "true"], repo)
-    run([*DVC, "config", "--local", "core.site_cache_dir", str(tmp / "site_cache")], repo)
-    run([*DVC, "config", "--local", "cache.dir", str(tmp / "cache")], repo)
-    return repo
-
-
-def out_hashes(repo: Path) -> dict[str, str]:
-    lock = yaml.safe_load((repo / "dvc.lock").read_text())
-    return {o["path"]: o["md5"] for st in lock["stages"].values() for o in st.get("outs", [])}
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.test_pipeline_e2e import DVC, TINY, make_copy, merge, run
+from tests.helpers import DVC, TINY, build_tiny_causal_lm, make_copy, merge, run
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 FULL = merge(TINY, {
     "train": {"epochs": 2, "batch_size": 8, "eval_steps": 4, "logging_steps": 2, "warmup_steps": 2},
@@ -134,8 +136,6 @@ def test_prompt_search_reads_no_test_clip_and_repeats_itself(full_repo):
 
 def test_llm_proposer_runs_as_a_pipeline_experiment(full_repo, tmp_path):
     """`dvc exp run -S opro.proposer=llm` on a tiny random causal LM: the path runs, junk is rejected."""
-    from tests.conftest import build_tiny_causal_lm
-
     lm = build_tiny_causal_lm(tmp_path / "lm")
     run([*DVC, "exp", "run", "-S", "opro.proposer=llm", "-S", f"opro.llm.model={lm}",
          "-S", "opro.llm.max_new_tokens=24", "-S", "opro.search.iterations=1", "optimize_prompt"], full_repo)

@@ -12,15 +12,9 @@ from qvad import SAMPLE_RATE
 from qvad.model.collate import ABCollator
 from qvad.model.loading import load_model_and_processor
 from qvad.model.presets.qwen2_tokenizer import SPECIAL_TOKEN_IDS, build_qwen2_audio_tokenizer, find_ranks_file
-from qvad.model.presets.tiny import build_tiny_checkpoint
 from qvad.model.prompt import build_chat_text
 
 LAYOUTS = ("before_question", "after_question")
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "ckpt", seed=1234)
 
 
 def _load(tiny_dir: Path):

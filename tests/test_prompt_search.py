@@ -26,7 +26,7 @@ from qvad.prompt_search import (
 from qvad.prompt_search.llm import NO_OUTPUT, GenerationSettings, LLMProposer, build_meta_prompt, parse_reply
 from qvad.prompt_search.search import DUPLICATE
 from qvad.prompt_search.template import all_genomes, render
-from tests.conftest import build_tiny_causal_lm
+from tests.helpers import build_tiny_causal_lm
 
 DEFAULT = "Choose one: A) SPEECH (human voice) B) NONSPEECH (music/noise/silence/animals). Answer with A or B ONLY."
 PLANTED = "Is someone speaking in this recording?"

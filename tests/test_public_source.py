@@ -239,6 +239,7 @@ def test_clean_download_to_manifest_rows(public_cfg: dict, server: Served, tmp_p
         "voxconverse-abjxc-00000500", "voxconverse-bkwns-00001000"]
 
 
+@pytest.mark.slow
 def test_download_stage_runs_the_public_source(public_cfg: dict, server: Served, tmp_path: Path) -> None:
     """`python -m stages.download` with data.source=public: the stage DVC runs, against the local server."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text())

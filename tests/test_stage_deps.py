@@ -42,3 +42,22 @@ def test_planted_stale_dependency_is_caught(tmp_path: Path) -> None:
                       "stages/__init__.py"]}
     assert _missing(stale, needed) == ["qvad/sub/helper.py"]
     assert _missing({"deps": ["stages", "qvad/sub", "qvad/__init__.py"]}, needed) == []
+
+
+def test_lazy_exports_count_only_where_the_name_is_imported(tmp_path: Path) -> None:
+    """A PEP 562 ``__getattr__`` in a package runs its import only when the name is asked for, and an
+    ``if TYPE_CHECKING:`` import never runs: ``import qvad`` alone must not depend on the lazy module."""
+    (tmp_path / "qvad" / "sub").mkdir(parents=True)
+    (tmp_path / "stages").mkdir()
+    (tmp_path / "qvad" / "__init__.py").write_text(
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n    from qvad.sub.heavy import Heavy\n"
+        "def __getattr__(name):\n    if name == 'Heavy':\n        from qvad.sub.heavy import Heavy\n"
+        "        return Heavy\n    raise AttributeError(name)\n")
+    for init in ("qvad/sub/__init__.py", "stages/__init__.py"):
+        (tmp_path / init).write_text("")
+    (tmp_path / "qvad" / "sub" / "heavy.py").write_text("class Heavy: ...\n")
+    (tmp_path / "stages" / "light.py").write_text("import qvad\n")
+    (tmp_path / "stages" / "uses.py").write_text("from qvad import Heavy\n")
+    assert Path("qvad/sub/heavy.py") not in stage_deps.closure("stages.light", tmp_path)
+    assert Path("qvad/sub/heavy.py") in stage_deps.closure("stages.uses", tmp_path)

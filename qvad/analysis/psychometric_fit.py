@@ -38,17 +38,16 @@ the binomial likelihood treats clips as independent and they are not.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 import pandas as pd
 from scipy import special
-from scipy.optimize import _lbfgsb
 from threadpoolctl import threadpool_limits
 
 from qvad.analysis.bootstrap import stratified_group_resample
+from qvad.analysis.lbfgsb import Optimum, lbfgsb_runs
 
 Kind = Literal["logistic", "log_logistic", "weibull"]
 Curve = Literal["balanced", "speech", "nonspeech"]
@@ -63,15 +62,6 @@ _LOCATION_BOUNDS = (-4.0, 4.0)  # in half tested ranges from the range centre
 _START_LOCATIONS = (-0.5, 0.0, 0.5)
 _START_LOG_SLOPES = (np.log(2.0), np.log(8.0))
 _START_GUESS_RATES = (0.05, 0.3)
-# L-BFGS-B settings: scipy.optimize.minimize's defaults for method="L-BFGS-B" (see :class:`_LbfgsbRun`)
-_LBFGSB_MEMORY = 10
-_LBFGSB_FACTR = 2.2204460492503131e-09 / np.finfo(float).eps  # ftol / eps
-_LBFGSB_PGTOL = 1e-5
-_LBFGSB_MAXLS = 20
-_LBFGSB_MAXFUN = 15000
-_LBFGSB_MAXITER = 15000
-_TASK_NEW_X, _TASK_FG, _TASK_CONVERGENCE, _TASK_STOP = 1, 3, 4, 5
-_STOP_MAXFUN, _STOP_MAXITER = 502, 504
 
 
 # --------------------------------------------------------------------------- model
@@ -271,7 +261,7 @@ class _Problem:
     def nll_and_grad(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Binomial negative log-likelihood and its gradient w.r.t. ``theta``, per row of ``theta``.
 
-        Rows are the L-BFGS-B runs from the different starts (:func:`_lbfgsb_runs`): one call
+        Rows are the L-BFGS-B runs from the different starts (:func:`lbfgsb_runs`): one call
         evaluates them all, since on 7-8 levels numpy's per-call overhead is most of the cost.
         Every operation is elementwise or a sum along the levels, so each row gets the same
         bits as a call with that row alone.
@@ -311,94 +301,10 @@ def _single_threaded_blas() -> threadpool_limits:
     return threadpool_limits(limits=1, user_api="blas")
 
 
-@dataclass(frozen=True)
-class _Optimum:
-    """What the fits use of an L-BFGS-B run: the optimiser vector, its objective and convergence."""
-
-    x: np.ndarray
-    fun: float
-    success: bool
-
-
-class _LbfgsbRun:
-    """One ``scipy.optimize.minimize(fun, x0, jac=True, method="L-BFGS-B", bounds=...)`` run, steppable.
-
-    Why not minimize itself: these fits have 3-4 parameters and 7-8 levels, so minimize's
-    set-up and per-evaluation wrappers (ScalarFunction, MemoizeJac, copies, checks) cost more
-    than the objective, and one objective call per run wastes numpy's per-call overhead; the
-    stage runs ~10^6 evaluations. This drives the same compiled routine (scipy's
-    ``_lbfgsb.setulb``, the interface of scipy >= 1.15) with minimize's default settings through
-    the same reverse-communication loop -- the objective at the clipped ``x0`` first, evaluated
-    again only when ``x`` changed, the same iteration and evaluation limits -- but pauses
-    whenever it needs a new evaluation, so that :func:`_lbfgsb_runs` can evaluate all starts
-    in one call. ``x``, ``fun`` and ``success`` are bit-identical to minimize's (tested).
-    Bounds must be finite (every box here is).
-    """
-
-    def __init__(self, x0: np.ndarray, low: np.ndarray, high: np.ndarray) -> None:
-        n, m = x0.size, _LBFGSB_MEMORY
-        self.low, self.high = low, high
-        self.x = np.clip(np.asarray(x0, dtype=np.float64), low, high)
-        self.x_seen: np.ndarray | None = None  # where f_seen / g_seen were evaluated
-        self.f_seen, self.g_seen = np.nan, np.zeros(n)
-        self.evals = self.iterations = 0
-        self.f, self.g = np.array(0.0), np.zeros(n)
-        self.nbd = np.full(n, 2, dtype=np.int32)  # 2: lower and upper bound
-        self.wa = np.zeros(2 * m * n + 5 * n + 11 * m * m + 8 * m)
-        self.iwa, self.task, self.ln_task = np.zeros(3 * n, np.int32), np.zeros(2, np.int32), np.zeros(2, np.int32)
-        self.lsave, self.isave, self.dsave = np.zeros(4, np.int32), np.zeros(44, np.int32), np.zeros(29)
-
-    def tell(self, f: float, g: np.ndarray) -> None:
-        """The objective and gradient at the current ``x``."""
-        self.x_seen, self.f_seen, self.g_seen = self.x.copy(), f, g
-        self.evals += 1
-
-    def resume(self) -> bool:
-        """Step until the routine asks for the objective at a point not evaluated yet (True) or stops (False)."""
-        while True:
-            if self.task[0] == _TASK_FG:
-                if not (self.x == self.x_seen).all():  # np.array_equal's test, without its overhead
-                    return True
-                self.f, self.g = self.f_seen, self.g_seen
-            self.g = self.g.astype(np.float64)  # a fresh copy each call, as minimize passes it
-            _lbfgsb.setulb(_LBFGSB_MEMORY, self.x, self.low, self.high, self.nbd, self.f, self.g, _LBFGSB_FACTR,
-                           _LBFGSB_PGTOL, self.wa, self.iwa, self.task, self.lsave, self.isave, self.dsave,
-                           _LBFGSB_MAXLS, self.ln_task)
-            if self.task[0] == _TASK_NEW_X:
-                self.iterations += 1
-                if self.iterations >= _LBFGSB_MAXITER:
-                    self.task[:] = (_TASK_STOP, _STOP_MAXITER)
-                elif self.evals > _LBFGSB_MAXFUN:
-                    self.task[:] = (_TASK_STOP, _STOP_MAXFUN)
-            elif self.task[0] != _TASK_FG:
-                return False
-
-    def result(self) -> _Optimum:
-        """The final point, its objective and whether the routine reported convergence."""
-        return _Optimum(x=self.x, fun=float(self.f), success=bool(self.task[0] == _TASK_CONVERGENCE))
-
-
-def _lbfgsb_runs(fun_and_grad: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], starts: list[np.ndarray],
-                 bounds: list[tuple[float, float]]) -> list[_Optimum]:
-    """An L-BFGS-B run from each of ``starts``; ``fun_and_grad`` maps a matrix of points (one per row)
-    to their objectives and gradients. Each run is exactly minimize's from that start (:class:`_LbfgsbRun`)."""
-    low, high = (np.array(b, dtype=np.float64) for b in zip(*bounds))
-    if not (np.isfinite(low).all() and np.isfinite(high).all()):
-        raise ValueError(f"L-BFGS-B here needs finite bounds, got {bounds}")
-    runs = [_LbfgsbRun(x0, low, high) for x0 in starts]
-    waiting = runs
-    while waiting:
-        f, g = fun_and_grad(np.array([run.x for run in waiting]))
-        for run, f_run, g_run in zip(waiting, f, g):
-            run.tell(float(f_run), g_run)
-        waiting = [run for run in waiting if run.resume()]
-    return [run.result() for run in runs]
-
-
-def _minimise(problem: _Problem, starts: list[np.ndarray]) -> _Optimum:
+def _minimise(problem: _Problem, starts: list[np.ndarray]) -> Optimum:
     """Best L-BFGS-B result over ``starts`` (first wins ties, so the choice is deterministic)."""
     best = None
-    for res in _lbfgsb_runs(problem.nll_and_grad, starts, problem.bounds()):
+    for res in lbfgsb_runs(problem.nll_and_grad, starts, problem.bounds()):
         if best is None or res.fun < best.fun - 1e-9:
             best = res
     return best
@@ -443,7 +349,7 @@ class _Design:
         res = _minimise(problem, ([] if warm_start is None else [warm_start]) + problem.starts())
         return self._to_fit(problem, res, self.levels[usable]), res.x
 
-    def _to_fit(self, problem: _Problem, res: _Optimum, levels: np.ndarray) -> PsychometricFit:
+    def _to_fit(self, problem: _Problem, res: Optimum, levels: np.ndarray) -> PsychometricFit:
         """Translate scaled optimiser parameters to stimulus units."""
         loc, log_slope, lapse, guess = problem.unpack(res.x)
         return PsychometricFit(

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import struct
 from pathlib import Path
-from typing import Iterable, Iterator, NamedTuple
+from typing import Iterable, NamedTuple
 
 import numpy as np
 import soundfile as sf
@@ -225,12 +225,3 @@ def as_mono_16k(x: np.ndarray, sr: int = SAMPLE_RATE, name: str = "<array>") -> 
     if int(sr) == SAMPLE_RATE:
         return mono
     return soxr.resample(mono, int(sr), SAMPLE_RATE, quality="HQ").astype(np.float32, copy=False)
-
-
-def iter_decoded(paths: Iterable[Path], max_seconds: float | None) -> Iterator[tuple[Path, Decoded | AudioError]]:
-    """``(path, Decoded)`` or ``(path, AudioError)`` per path, in order; never raises for a bad file."""
-    for path in paths:
-        try:
-            yield path, decode_file(path, max_seconds)
-        except AudioError as exc:
-            yield path, exc

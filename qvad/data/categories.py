@@ -37,18 +37,14 @@ local source
 
 Extending
 ---------
-Builtin rules live in :data:`BUILTIN_RULES`, one entry per package (or fnmatch pattern of
-packages), each a function ``(parts of the path) -> category or None`` built from the small
-constructors below: :func:`fixed`, :func:`speech_lang_after`, :func:`speech_lang_matching`,
-:func:`speech_fixed_lang` and :func:`by_folder`. A package with voice acting or IVR prompts
-is one line, e.g. ``"asterisk-prompt-*": speech_lang_matching("asterisk", VOICE_DIR)`` or
-``"foo-voices-de": speech_fixed_lang("foo", "de")``. Exact package names win over patterns;
-a rule returning None gives ``unknown``.
+A builtin package's category rule is one column of its row in the package table
+(:data:`qvad.data.sources.builtin_packages.PACKAGES`), built from the constructors of
+:mod:`qvad.data.category_rules`; a rule returning None gives ``unknown``. Public datasets
+are mapped in :data:`PUBLIC_RULES`.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 import math
 import re
@@ -57,154 +53,12 @@ from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
+from qvad.data.category_rules import NOISE, UNKNOWN, category_kind, speech_category
+from qvad.data.sources.builtin_packages import builtin_category
+
 log = logging.getLogger(__name__)
 
-UNKNOWN = "unknown"
-MUSIC = "music"
-SOUND_EFFECT = "sound effect"
-AMBIENCE = "ambience"
-NOISE = "noise"
-UNDETERMINED_LANGUAGE = "und"
-SPEECH_PREFIX = "speech:"
 SOURCES = ("builtin", "public", "local")
-
-Rule = Callable[[tuple[str, ...]], "str | None"]
-"""``rule(parts)`` -> category, or None when the path is outside what the rule knows."""
-
-
-# ----------------------------------------------------------------------------- helpers
-
-def language_code(code: str) -> str:
-    """``en_US`` -> ``en``, ``pt_BR`` -> ``pt``, ``sr@latin`` -> ``sr`` (as builtin groups)."""
-    return re.split(r"[_@\-]", code.strip())[0].lower()
-
-
-def speech_category(corpus: str, lang: str | None) -> str:
-    """``speech:<corpus>:<lang>``; ``lang`` None or empty gives ``und`` (undetermined)."""
-    lang = language_code(lang) if lang else UNDETERMINED_LANGUAGE
-    if not re.fullmatch(r"[a-z]{2,3}", lang):
-        raise ValueError(f"language code {lang!r} is not 2-3 lower-case letters")
-    return f"{SPEECH_PREFIX}{corpus}:{lang}"
-
-
-def is_speech_category(category: str) -> bool:
-    return category.startswith(SPEECH_PREFIX)
-
-
-def category_kind(category: str) -> str:
-    """``speech``, ``nonspeech`` or ``unknown``: what label a category implies."""
-    if category == UNKNOWN:
-        return UNKNOWN
-    return "speech" if is_speech_category(category) else "nonspeech"
-
-
-def fixed(category: str) -> Rule:
-    """Every file of the package has ``category``."""
-    return lambda parts: category
-
-
-def speech_fixed_lang(corpus: str, lang: str) -> Rule:
-    """Speech in one language for the whole package."""
-    category = speech_category(corpus, lang)
-    return lambda parts: category
-
-
-def speech_lang_after(corpus: str, folder: str) -> Rule:
-    """Speech whose language is the path component right after ``folder``
-    (``usr/share/klettres/<lang>/...``); None when ``folder`` is absent or last."""
-    def rule(parts: tuple[str, ...]) -> str | None:
-        if folder not in parts[:-2]:
-            return None
-        return speech_category(corpus, parts[parts.index(folder) + 1])
-    return rule
-
-
-def speech_lang_matching(corpus: str, pattern: str) -> Rule:
-    """Speech whose language is group ``lang`` of the first folder matching ``pattern``."""
-    regex = re.compile(pattern)
-
-    def rule(parts: tuple[str, ...]) -> str | None:
-        for part in parts[:-1]:
-            m = regex.fullmatch(part)
-            if m:
-                return speech_category(corpus, m.group("lang"))
-        return None
-    return rule
-
-
-def by_folder(folders: Mapping[str, str], stems: Mapping[str, str] | None = None) -> Rule:
-    """Category by file stem (``stems``, lower case, trailing digits ignored) first, then by
-    the nearest parent folder named in ``folders``; None when neither matches."""
-    stems = dict(stems or {})
-
-    def rule(parts: tuple[str, ...]) -> str | None:
-        stem = PurePosixPath(parts[-1]).stem.lower()
-        bare = re.sub(r"[\d_\-]+$", "", stem) or stem
-        for key in (stem, bare):
-            if key in stems:
-                return stems[key]
-        for part in reversed(parts[:-1]):
-            if part in folders:
-                return folders[part]
-        return None
-    return rule
-
-
-# ----------------------------------------------------------------------------- builtin
-
-VOICE_DIR = r"(?P<lang>[a-z]{2})_[A-Z]{2}_[fm]_\w+"
-"""An asterisk voice folder: ``en_US_f_Allison``, ``it_IT_m_Carlo``, ``ru_RU_f_IvrvoiceRU``."""
-
-_LINCITY_EFFECTS = {s: SOUND_EFFECT for s in ("click", "windowopen", "windowclose", "build", "raze")}
-"""lincity's interface and event sounds; its other sounds are building ambience loops (~4 s)."""
-
-BUILTIN_RULES: dict[str, Rule] = {
-    # speech
-    "asterisk-core-sounds-*-wav": speech_lang_matching("asterisk", VOICE_DIR),
-    "klettres-data": speech_lang_after("klettres", "klettres"),
-    "ktuberling-data": speech_lang_after("ktuberling", "sounds"),
-    # sound/<level>/<lang>/<lvl>-<role>-*.ogg: the language folder is the one before the file
-    "fillets-ng-data-cs": lambda parts: (speech_category("fillets", parts[-2])
-                                         if "sound" in parts[:-3] else None),
-    "fillets-ng-data-nl": lambda parts: (speech_category("fillets", parts[-2])
-                                         if "sound" in parts[:-3] else None),
-    "asterisk-prompt-it-menardi-wav": speech_fixed_lang("asterisk", "it"),
-    "gcin-voice": speech_fixed_lang("gcin", "zh"),
-    "kajongg": lambda parts: speech_category("kajongg", "de" if "de" in parts else "en"),
-    "saytime": speech_fixed_lang("saytime", "en"),
-    "alsa-utils": speech_fixed_lang("alsa", "en"),
-    # non-speech
-    "warzone2100-music": fixed(MUSIC),
-    "asterisk-moh-opsound-wav": fixed(MUSIC),
-    "colobot-common-sounds": by_folder({"music": MUSIC, "sounds": SOUND_EFFECT}),
-    "lincity-ng-data": by_folder({"music": MUSIC, "sounds": AMBIENCE}, _LINCITY_EFFECTS),
-    "frozen-bubble-data": by_folder({"snd": SOUND_EFFECT},
-                                    {"frozen-mainzik-1p": MUSIC, "frozen-mainzik-2p": MUSIC,
-                                     "introzik": MUSIC}),
-    "pingus-data": by_folder({"sounds": SOUND_EFFECT}),
-    "sound-theme-freedesktop": by_folder({"stereo": SOUND_EFFECT}),
-}
-
-
-def builtin_rule(package: str) -> Rule | None:
-    """The rule for ``package``: an exact entry first, then the first matching pattern."""
-    if package in BUILTIN_RULES:
-        return BUILTIN_RULES[package]
-    for pattern, rule in BUILTIN_RULES.items():
-        if any(ch in pattern for ch in "*?[") and fnmatch.fnmatchcase(package, pattern):
-            return rule
-    return None
-
-
-def builtin_category(package: str, source_path: str) -> str:
-    """Category of a builtin-corpus file from its package and path inside the package."""
-    rule = builtin_rule(package)
-    if rule is None:
-        return UNKNOWN
-    parts = PurePosixPath(source_path).parts
-    if not parts:
-        return UNKNOWN
-    return rule(parts) or UNKNOWN
 
 
 # ----------------------------------------------------------------------------- public

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 
@@ -43,8 +42,3 @@ def spec_augment(features: torch.Tensor, valid: torch.Tensor, generator: torch.G
             t0 = int(torch.randint(0, frames - time_width, (1,), generator=generator))
             out[i, :, t0:t0 + int(torch.randint(0, time_width + 1, (1,), generator=generator))] = 0.0
     return out
-
-
-def as_arrays(ds: ClipDataset) -> tuple[list[np.ndarray], np.ndarray]:
-    """(audios, labels) for scoring."""
-    return ds.audio, ds.labels

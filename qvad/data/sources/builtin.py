@@ -1,9 +1,10 @@
-"""The builtin corpus: real recordings that Debian packages ship (see ../shared/corpus.md).
+"""The builtin corpus: real recordings that Debian packages ship.
 
 Fetched with ``apt-get download`` (no install, no root, no Depends) into a cache
 outside the repo, verified against the archive's SHA256, extracted, and mapped to
-labels and groups by path rules. Known traps are excluded by rule here, with the
-reason recorded, so hygiene never has to guess about them.
+licence, label, group and category by the package table
+(:mod:`qvad.data.sources.builtin_packages`), which also excludes known traps by rule,
+with the reason recorded, so hygiene never has to guess about them.
 """
 
 from __future__ import annotations
@@ -14,121 +15,16 @@ import re
 import shutil
 import subprocess
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import NamedTuple
 
 from qvad.data.categories import category_for
 from qvad.data.manifest import RawItem
+from qvad.data.sources.builtin_packages import PACKAGES, PackageError, classify
 
 log = logging.getLogger(__name__)
 
 AUDIO_SUFFIXES = {".wav", ".ogg", ".oga", ".opus", ".flac", ".au"}
-
-# Licence per package, as its debian/copyright states for the audio (summarised in corpus.md).
-LICENCES = {
-    "asterisk-core-sounds-en-wav": "CC-BY-SA-3.0",
-    "asterisk-core-sounds-fr-wav": "CC-BY-SA-3.0",
-    "asterisk-core-sounds-it-wav": "CC-BY-SA-3.0",
-    "asterisk-core-sounds-ru-wav": "CC-BY-3.0",
-    "asterisk-prompt-it-menardi-wav": "CC-BY-SA-3.0 (attribution: Marco Menardi, voice Paola Dal Zot)",
-    "fillets-ng-data-nl": "GPL-2",
-    "gcin-voice": "GPL-3 or LGPL-3 (3.ogg); CC-BY-3.0 (5.ogg)",
-    "kajongg": "GPL-2+",
-    "saytime": "GPL",
-    "alsa-utils": "GPL-2",
-    "klettres-data": "GPL-2+",
-    "ktuberling-data": "GPL-2+",
-    "fillets-ng-data-cs": "GPL-2",
-    "warzone2100-music": "GPL-2+",
-    "colobot-common-sounds": "GPL-3+",
-    "lincity-ng-data": "GPL-2+",
-    "asterisk-moh-opsound-wav": "CC-BY-SA-3.0",
-    "frozen-bubble-data": "GPL-2+",
-    "pingus-data": "GPL-2+",
-    "sound-theme-freedesktop": "CC-BY-SA-3.0",
-}
-
-
-class PackageError(RuntimeError):
-    """A package that could not be fetched or verified; the message names it."""
-
-
-@dataclass(frozen=True)
-class Rule:
-    """What a path rule decided: a label and group, or an exclusion with its reason."""
-
-    label: str | None
-    group: str | None
-    excluded: str | None = None
-
-
-def _stem_group(prefix: str, name: str) -> str:
-    """Group by file stem without trailing digits: Farm1/Farm2 are takes of one source."""
-    stem = re.sub(r"[\d_\-]+$", "", PurePosixPath(name).stem) or PurePosixPath(name).stem
-    return f"{prefix}:{stem.lower()}"
-
-
-def _language(code: str) -> str:
-    """klettres and ktuberling may share a volunteer per language: group both by language."""
-    return re.split(r"[_@]", code)[0].lower()
-
-
-def classify(package: str, rel: str) -> Rule:
-    """Label and group for ``rel`` (path inside the extracted package), by corpus.md's rules."""
-    parts = PurePosixPath(rel).parts
-    name = parts[-1]
-    low = name.lower()
-    if package.startswith("asterisk-core-sounds-") or package == "asterisk-prompt-it-menardi-wav":
-        voice = next((p for p in parts if re.fullmatch(r"[a-z]{2}_[A-Z]{2}_[fm]_\w+", p)), None)
-        if voice is None:
-            return Rule(None, None, "asterisk file outside a voice folder")
-        if "silence" in parts or low.startswith("beep") or "2tone" in low or "tt-monkeys" in low:
-            return Rule(None, None, "asterisk tone/silence/monkeys: not speech (corpus.md)")
-        return Rule("speech", f"asterisk:{voice.split('_', 3)[3]}")
-    if package == "klettres-data":
-        return Rule("speech", f"lang:{_language(parts[parts.index('klettres') + 1])}")
-    if package == "ktuberling-data":
-        return Rule("speech", f"lang:{_language(parts[parts.index('sounds') + 1])}")
-    if package == "fillets-ng-data-cs":
-        role = low.split("-")[1] if low.count("-") >= 2 else ""
-        return Rule("speech", f"fillets:{role if role in ('m', 'v') else 'other'}")
-    if package == "fillets-ng-data-nl":  # the Dutch dub: another cast than the Czech one
-        fields = re.split(r"[-_]", PurePosixPath(low).stem)
-        role = fields[1] if len(fields) > 2 else ""
-        return Rule("speech", f"fillets-nl:{role if role in ('m', 'v') else 'other'}")
-    if package == "gcin-voice":  # ogg/<syllable>/3.ogg: Edward Liu; 5.ogg: Chu Lo (its README)
-        return Rule("speech", f"gcin:{PurePosixPath(name).stem}")
-    if package == "kajongg":  # voices/[de/]<voice>/: one speaker per voice folder; en and de merged
-        return Rule("speech", f"kajongg:{parts[-2]}") if "voices" in parts else \
-            Rule(None, None, "kajongg file outside voices/")
-    if package == "saytime":
-        return Rule("speech", "saytime:dawson")
-    if package == "alsa-utils":
-        if "alsa" not in parts or low == "noise.wav":
-            return Rule(None, None, "alsa-utils: only the spoken channel names are speech")
-        return Rule("speech", "alsa:channel-names")
-    if package == "warzone2100-music":
-        return Rule("nonspeech", f"warzone:{parts[-2]}/{PurePosixPath(name).stem}")
-    if package == "colobot-common-sounds":
-        return Rule("nonspeech", f"colobot:{PurePosixPath(name).stem.lower()}")
-    if package == "lincity-ng-data":
-        if low.startswith(("click", "substation")):
-            return Rule(None, None, "lincity Click/Substation: speech-like to a VAD (corpus.md)")
-        if "music" in parts:
-            return Rule("nonspeech", f"lincity:music/{PurePosixPath(name).stem.lower()}")
-        return Rule("nonspeech", _stem_group("lincity", name))
-    if package == "asterisk-moh-opsound-wav":
-        return Rule("nonspeech", f"moh:{PurePosixPath(name).stem.lower()}")
-    if package == "sound-theme-freedesktop":
-        if low.startswith("audio-channel-"):
-            return Rule(None, None, "freedesktop audio-channel-*: spoken words (corpus.md)")
-        return Rule("nonspeech", _stem_group("freedesktop", name))
-    if package == "pingus-data" and PurePosixPath(low).stem in ("goodidea", "letsgo", "ohno", "yipee"):
-        return Rule(None, None, "pingus voice lines (spoken words, not effects)")
-    if package in ("frozen-bubble-data", "pingus-data"):
-        return Rule("nonspeech", _stem_group(package.split("-")[0], name))
-    raise PackageError(f"{package}: no path rules for this package (add them in qvad/corpus_builtin.py)")
 
 
 def _sha256(path: Path) -> str:
@@ -229,16 +125,16 @@ def collect_package(package: str, tree: Path, version: str) -> tuple[list[RawIte
             continue
         items.append(RawItem(id=_safe_id(package, rel), src=str(path), source_path=rel,
                              label=rule.label, group=rule.group, package=package,
-                             version=version, licence=LICENCES.get(package, "see debian/copyright"),
+                             version=version, licence=PACKAGES[package].licence,
                              category=category_for("builtin", package, rel, rule.label)))
     return items, excluded
 
 
 def collect_builtin(packages: list[str], cache_dir: Path) -> tuple[list[RawItem], list[dict]]:
     """Fetch every package (failing loudly, never shrinking the corpus) and collect items."""
-    unknown = [p for p in packages if p not in LICENCES]
+    unknown = [p for p in packages if p not in PACKAGES]
     if unknown:
-        raise PackageError(f"unknown builtin packages {unknown}: known are {sorted(LICENCES)}")
+        raise PackageError(f"unknown builtin packages {unknown}: known are {sorted(PACKAGES)}")
     items, excluded = [], []
     entries = apt_entries(packages)
     for package in packages:

@@ -1,4 +1,4 @@
-"""Speech regions: densely voiced stretches, trimmed to voiced frames."""
+"""Tests for qvad.data.voiced_regions: speech regions are densely voiced stretches, trimmed to voiced frames."""
 
 from __future__ import annotations
 

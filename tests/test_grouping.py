@@ -1,4 +1,4 @@
-"""Group assignment: stratified, seeded, duplicate-aware."""
+"""Tests for qvad.data.grouping: group assignment is stratified, seeded and duplicate-aware."""
 
 from __future__ import annotations
 
