@@ -33,7 +33,7 @@ pytestmark = pytest.mark.slow  # its module fixtures took 11 s to set up on the 
 
 # Two float32 implementations of the same 4 layers differ by summation order only. CTranslate2
 # picks its GEMM backend per CPU, so the worst element moves with the machine: max |diff| / max
-# |ref| was 1.5e-4 or less on the Intel box this test was written on and 1.9e-4 on an AMD EPYC.
+# |ref| was under 1.5e-4 on the machine this test was written on and 1.9e-4 on an AMD EPYC.
 # One float32 dot product of K = 1536 terms (fc2) may be off by K * 2^-24 ~ 9e-5 relative, and
 # eight such GEMM chains compound, so the max bounds allow 5e-4; the mean stays the sharp check
 # (2e-6 measured on both): a wrong, transposed or swapped weight moves outputs by their own size.
