@@ -2,7 +2,7 @@
 # Gather what a CUDA machine without network needs for the GPU pipeline check
 # (benchmarks/gpu_pipeline/run.sh), run here from the repository root:
 #   1. the cp312 manylinux wheels listed in benchmarks/gpu_pipeline/wheels.txt, into WHEELS
-#   2. the Debian packages behind libc++1 / libc++abi1 (TEN VAD's C++ runtime, with libunwind), into WHEELS;
+#      (bitsandbytes, silero-vad and ten-vad slimmed to the files a Linux CUDA 13 machine loads);
 #   2. the Debian packages behind libc++1 / libc++abi1 (TEN VAD's C++ runtime, with libunwind), into WHEELS;
 #   3. a stratified data subset of a finished CPU run's data stages (`dvc repro audit` in FROM),
 #      into DATA (benchmarks/gpu_pipeline/subset.py).
