@@ -45,6 +45,13 @@ def training_seed(params: dict) -> int:
     return int(params["seed"] if value is None else value)
 
 
+def final_train_loss(log_history: list[dict], mean_loss: float) -> float:
+    """The last logged training loss; the run's mean loss when it ended before its first logging step
+    (fewer than ``train.logging_steps`` optimiser steps, e.g. a few dozen clips: nothing was logged)."""
+    losses = [row["loss"] for row in log_history if "loss" in row]
+    return float(losses[-1] if losses else mean_loss)
+
+
 def train(params: dict) -> None:
     """Run the train stage with ``params`` (params.yaml as a dict)."""
     cpu_kernels = pin_cpu_numerics(params["cpu_threads"])  # before any tensor work
@@ -91,13 +98,12 @@ def train(params: dict) -> None:
     trainer.model.save_pretrained(ADAPTER, safe_serialization=True)
     processor.save_pretrained(ADAPTER)
     write_json(ADAPTER / "train_params.json", {k: params[k] for k in ("seed", "model", "lora", "train", "prompt")})
-    losses = [row["loss"] for row in trainer.state.log_history if "loss" in row]
     write_json("metrics/train.json", {
         "preset": model_cfg["preset"],
         "modules": training_roles(model),
         "steps": int(result.global_step),
         "resumed": resume is not None,
-        "final_train_loss": round(float(losses[-1]), 5),
+        "final_train_loss": round(final_train_loss(trainer.state.log_history, result.training_loss), 5),
         "best_dev_loss": round(float(best["eval_loss"]), 5),
         "best_dev_balanced_accuracy": round(float(best["eval_balanced_accuracy"]), 5),
         "best_checkpoint": Path(trainer.state.best_model_checkpoint or "").name,
