@@ -227,8 +227,11 @@ def test_two_process_scoring_gives_the_one_process_scores_in_order(tmp_path: Pat
 
 
 @pytest.mark.slow
-def test_two_process_training_resumes_after_a_kill(tmp_path: Path) -> None:
-    project = make_project(tmp_path / "p", 2, n_train=24)  # 6 steps, a checkpoint every 2
+def test_two_process_training_resumes_after_an_interruption(tmp_path: Path) -> None:
+    """Also with gradient checkpointing: under DDP it must be non-reentrant (reentrant checkpointing
+    fails with "Expected to mark a variable ready only once")."""
+    project = make_project(tmp_path / "p", 2, n_train=24,  # 6 steps, a checkpoint every 2
+                           model={"preset": "tiny", "gradient_checkpointing": True})
     proc = subprocess.Popen([sys.executable, "-m", "qvad.parallel.launch", "stages.train"], cwd=project,
                             env=stage_env(project), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300

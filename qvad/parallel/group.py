@@ -68,11 +68,6 @@ def join_group(params: dict[str, Any], device: str) -> Group:
     return Group(state.process_index, state.num_processes)
 
 
-def is_main_process() -> bool:
-    """Whether this process writes outputs: rank 0 of a started group, or a process alone."""
-    return not dist.is_initialized() or dist.get_rank() == 0
-
-
 def check_launched(processes: int) -> None:
     """Refuse ``processes`` > 1 in a process torchrun did not start (``python -m stages.train`` by hand)."""
     if processes > 1 and not launched_by_torchrun():
