@@ -12,7 +12,7 @@ import hashlib
 import json
 import shutil
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -63,7 +63,7 @@ class AnswerLossTrainer(Trainer):
         return (loss, {"loss": loss}) if return_outputs else loss
 
 
-def _through_ddp(ddp: DistributedDataParallel, loss_of: Any) -> torch.Tensor:
+def _through_ddp(ddp: DistributedDataParallel, loss_of: Callable[[torch.nn.Module], torch.Tensor]) -> torch.Tensor:
     """``loss_of(module)`` computed inside DDP's forward, so that its backward all-reduces the gradients.
 
     DDP arms its gradient hooks (and honours ``no_sync`` during accumulation) only in its own
