@@ -18,10 +18,11 @@ from qvad.common.cpu_numerics import pin_cpu_numerics
 from qvad.model.dataset import ClipDataset
 from qvad.analysis.system_metrics import groups_per_class, mcnemar, system_metrics
 from qvad.detector_config import detector_config
-from qvad.model.store import ADAPTER, load_trained, read_prompt
+from qvad.model.store import ADAPTER, device, load_trained, read_prompt
 from qvad.common.params import get
 from qvad.analysis.plots import accuracy_vs_snr_png, confusion_matrix_png, reliability_png
-from qvad.model.scoring import score_ab_logits
+from qvad.parallel.group import join_group
+from qvad.parallel.scoring import score_ab_logits
 
 OUT = Path("data/eval")
 DETECTOR = Path("models/detector.json")
@@ -67,10 +68,13 @@ def evaluate(params: dict) -> None:
     dev, test = ClipDataset("data/splits/dev.csv"), ClipDataset("data/splits/test.csv")
     frame = test.frame.assign(y=test.labels)
 
+    group = join_group(params, device())  # train.processes > 1: the scoring is shared, rank 0 writes
     model, processor = load_trained(get(params, "model"),
                                     adapter=None if get(params, "evaluate.without_adapter") else ADAPTER)
     dev_logits = score_ab_logits(model, processor, dev.audio, prompt_cfg, cfg["batch_size"])
     test_logits = score_ab_logits(model, processor, test.audio, prompt_cfg, cfg["batch_size"])
+    if not group.is_main:
+        return
     margin = calibration.speech_margin(test_logits)
     p_raw = expit(margin)  # softmax over the two answer logits
     temperature = calibration.fit_temperature(dev_logits, dev.labels)  # dev only, never test
