@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit
 
-from qvad.analysis import calibration, paired
+from qvad.analysis import calibration, paired, ranking
 from qvad.analysis.error_analysis import (accuracy_by_category, category_accuracy_per_system, category_metrics,
                                           most_confident_errors)
 from qvad.analysis.error_report import write_report
@@ -98,6 +98,10 @@ def evaluate(params: dict) -> None:
             m["used_in_label_hygiene"] = used_in_hygiene(name, get(params, "hygiene"))
         metrics["systems"][name] = m
     metrics["model_minus_baseline"] = paired_comparisons(frame, preds, cfg["n_boot"], seed)
+    clip_scores = {"model": p_cal, **{n: test_scores[n][rules[n].score].to_numpy() for n in BASELINES}}
+    ranking.add_ranking_metrics(metrics, frame["y"].to_numpy(), clip_scores,
+                                {"model": "p_speech_calibrated", **{n: rules[n].score for n in BASELINES}},
+                                frame["group"].to_numpy(), cfg["n_boot"], seed)
     bins = int(cfg["ece_bins"])
     metrics["calibration"] = {
         "definition": f"top-label ECE, {bins} equal bins of max(P, 1 - P) over [0.5, 1]",
@@ -120,6 +124,7 @@ def evaluate(params: dict) -> None:
                                              **{n: r._asdict() for n, r in rules.items()}})
     write_json(DETECTOR, detector_config(params, float(temperature), prompt=prompt_cfg))
     write_plots(frame, preds, p_raw, p_cal, temperature, bins)
+    ranking.write_curves(frame["y"].to_numpy(), clip_scores, "plots")
     write_error_analysis(frame, preds, p_cal, cfg, seed, get(params, "hygiene"))
 
 

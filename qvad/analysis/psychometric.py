@@ -12,6 +12,7 @@ from joblib import Parallel, delayed
 from qvad.analysis import bootstrap, metrics
 from qvad.common.atomic import write_csv, write_json
 from qvad.analysis.baselines import BASELINES, DecisionRule, apply_rule, baseline_scores
+from qvad.analysis.glmm import glmm_report
 from qvad.common.cpu_numerics import pin_cpu_numerics
 from qvad.common.params import get
 from qvad.analysis.plots import psychometric_png
@@ -130,6 +131,7 @@ def psychometric(params: dict) -> None:
             all_points.append(extra[0])
             all_curves.append(extra[1])
             all_thresholds.append(extra[2])
+    report["glmm"] = glmm_report(table, preds, seed)
     write_json("metrics/psychometric.json", report)
     pts, crv, ths = (pd.concat(x, ignore_index=True) for x in (all_points, all_curves, all_thresholds))
     write_csv("plots/psychometric_points.csv", pts)
