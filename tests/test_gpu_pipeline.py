@@ -101,7 +101,7 @@ def test_counters_see_the_shared_prefix_when_scoring(tmp_path: Path) -> None:
     score_ab_logits(model, processor, clips, params["prompt"], 3)
     after = counters.read()
     layers = model.config.text_config.num_hidden_layers
-    assert after["shared_prefix_layer_reads"] - before["shared_prefix_layer_reads"] == layers
+    assert after["prefix_reads"] - before["prefix_reads"] == layers
     assert after["encoder_truncations"] > before["encoder_truncations"]
     assert after["answer_slot_layers"] > before["answer_slot_layers"]
 
