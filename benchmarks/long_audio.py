@@ -17,9 +17,12 @@ Systems, on exactly the same samples:
 * ten_vad (when importable): TEN VAD's 16 ms probabilities, paired into 32 ms frames (mean),
   through the same Silero post-processing (qvad.segments.speech_segments).
 
-Scores per version: frame-level (10 ms) precision / recall / F1 of the speech class, and the
-boundary error (each true onset/offset to the nearest hypothesised onset/offset). Run from the
-repo root after `dvc repro evaluate`:
+Scores per version, in the field's own terms: pyannote.metrics' detection error rate (false alarm
+plus miss over reference speech), detection precision and recall, at collars 0 and 0.25 s
+(pyannote's collar: the total width left unscored around each reference boundary, 0.125 s on
+either side), over the whole recording. Beside them: frame-level (10 ms) precision / recall /
+F1 of the speech class, and the boundary error (each true onset/offset to the nearest
+hypothesised onset/offset). Run from the repo root after `dvc repro evaluate`:
 
     python benchmarks/long_audio.py --out benchmarks/results/long_audio.json
 """
@@ -238,12 +241,47 @@ def ten_vad_segments(audio: np.ndarray) -> list[tuple[float, float]]:
     return [(s, e) for s, e, _ in speech_segments(frames, audio.size, 0.5)]
 
 
+COLLARS_S = (0.0, 0.25)
+DETECTION_KEYS = tuple(f"{name}@{c:g}s" for c in COLLARS_S
+                       for name in ("detection_error_rate", "detection_precision", "detection_recall"))
+
+
+def detection_scores(truth: list[tuple[float, float]], hyp: list[tuple[float, float]], duration_s: float) -> dict:
+    """pyannote.metrics' DetectionErrorRate and DetectionPrecisionRecallFMeasure at each collar.
+
+    The evaluated region (uem) is the whole recording, so a false alarm in a non-speech run
+    counts wherever it falls. Keys name the collar, e.g. ``detection_error_rate@0.25s``.
+    """
+    from pyannote.core import Annotation, Segment, Timeline
+    from pyannote.metrics.detection import DetectionErrorRate, DetectionPrecisionRecallFMeasure
+
+    def annotation(segments: list[tuple[float, float]]) -> Annotation:
+        out = Annotation(uri="long_audio")
+        for start, end in segments:
+            out[Segment(start, end)] = "speech"
+        return out
+
+    ref, hyp_ann, uem = annotation(truth), annotation(hyp), Timeline([Segment(0.0, duration_s)])
+    out = {}
+    for collar in COLLARS_S:
+        der = DetectionErrorRate(collar=collar)(ref, hyp_ann, uem=uem, detailed=True)
+        prf = DetectionPrecisionRecallFMeasure(collar=collar)
+        precision, recall, _ = prf.compute_metrics(prf(ref, hyp_ann, uem=uem, detailed=True))
+        out.update({f"detection_error_rate@{collar:g}s": round(float(der["detection error rate"]), 4),
+                    f"detection_precision@{collar:g}s": round(float(precision), 4),
+                    f"detection_recall@{collar:g}s": round(float(recall), 4),
+                    f"miss_s@{collar:g}s": round(float(der["miss"]), 3),
+                    f"false_alarm_s@{collar:g}s": round(float(der["false alarm"]), 3)})
+    return out
+
+
 def score(truth: list[tuple[float, float]], hyp: list[tuple[float, float]], duration_s: float) -> dict:
     from qvad.segments import boundary_errors, frame_scores, to_frames
 
     frames = frame_scores(to_frames(truth, duration_s), to_frames(hyp, duration_s))
     bounds = boundary_errors(truth, hyp)
-    out = {k: round(v, 4) for k, v in frames.items()}
+    out = detection_scores(truth, hyp, duration_s)
+    out.update({k: round(v, 4) for k, v in frames.items()})
     out.update({f"boundary_{k}": (round(v, 4) if isinstance(v, float) else v) for k, v in bounds.items()})
     return out
 
@@ -311,14 +349,15 @@ def main(argv: list[str] | None = None) -> int:
             walls["ten_vad"] += time.perf_counter() - start
     for name, per in systems.items():
         per["mean_over_versions"] = {k: round(float(np.mean([v[k] for v in per.values() if v.get(k) is not None])), 4)
-                                     for k in ("f1", "precision", "recall", "boundary_mean_s")
+                                     for k in (*DETECTION_KEYS, "f1", "precision", "recall", "boundary_mean_s")
                                      if any(v.get(k) is not None for v in per.values())}
 
     cfg = json.loads((Path(args.model_dir) / "detector.json").read_text())
     kinds = pd.Series([r["kind"] for r in log]).value_counts().to_dict()
     result = {
-        "what": f"frame-level (10 ms) speech F1 and boundary error on long audio built from {args.split.upper()}-split "
-                "sources only",
+        "what": f"pyannote.metrics detection error rate / precision / recall (collars {list(COLLARS_S)} s, "
+                f"pyannote's total width around each reference boundary), frame-level (10 ms) speech F1 and "
+                f"boundary error on long audio built from {args.split.upper()}-split sources only",
         "audio": {"duration_s": round(duration, 3), "speech_share": round(sum(e - s for s, e in truth) / duration, 4),
                   "speech_runs": len(truth), "runs_by_kind": {k: int(v) for k, v in kinds.items()},
                   "speech_groups": sorted({r["group"] for r in log if r["kind"] == "speech"}),
@@ -342,13 +381,15 @@ def main(argv: list[str] | None = None) -> int:
     from qvad.common.atomic import write_json
 
     write_json(args.out, result)
-    print(f"{'system':8s} {'version':12s} {'F1':>6s} {'P':>6s} {'R':>6s} {'bound. err s':>12s}")
+    print(f"{'system':8s} {'version':12s} {'DetER':>6s} {'DetP':>6s} {'DetR':>6s} {'DetER.25':>8s} "
+          f"{'F1':>6s} {'bound. err s':>12s}")
     for name, per in systems.items():
         for version, m in per.items():
             if version == "mean_over_versions":
                 continue
             err = m["boundary_mean_s"]
-            print(f"{name:8s} {version:12s} {m['f1']:6.3f} {m['precision']:6.3f} {m['recall']:6.3f} "
+            print(f"{name:8s} {version:12s} {m['detection_error_rate@0s']:6.3f} {m['detection_precision@0s']:6.3f} "
+                  f"{m['detection_recall@0s']:6.3f} {m['detection_error_rate@0.25s']:8.3f} {m['f1']:6.3f} "
                   f"{'-' if err is None else f'{err:.3f}':>12s}")
     print(f"wrote {args.out}")
     return 0

@@ -131,22 +131,28 @@ def closure(module: str, root: Path = ROOT) -> set[Path]:
     return files
 
 
-def stage_modules(dvc_yaml: Path = ROOT / "dvc.yaml") -> dict[str, str]:
-    """Stage name -> the module its ``python -m`` command runs."""
+def stage_modules(dvc_yaml: Path = ROOT / "dvc.yaml") -> dict[str, list[str]]:
+    """Stage name -> the modules its ``python -m`` command runs: the one after ``-m`` and a stage
+    module it is handed (``python -m qvad.parallel.launch stages.train`` runs both)."""
     stages = yaml.safe_load(dvc_yaml.read_text())["stages"]
     out = {}
     for name, stage in stages.items():
-        match = re.search(r"python\S* -m (\S+)", stage["cmd"])
+        match = re.search(r"python\S* -m (\S+)((?: stages\.\S+)?)", stage["cmd"])
         if match:
-            out[name] = match.group(1)
+            out[name] = [match.group(1), *match.group(2).split()]
     return out
+
+
+def stage_closure(modules: list[str], root: Path = ROOT) -> set[Path]:
+    """:func:`closure` of every module a stage's command runs."""
+    return set().union(*(closure(module, root) for module in modules))
 
 
 def main(argv: list[str]) -> int:
     modules = stage_modules()
     for name in argv or modules:
         print(f"{name}:")
-        for path in sorted(closure(modules[name])):
+        for path in sorted(stage_closure(modules[name])):
             print(f"  - {path.as_posix()}")
     return 0
 

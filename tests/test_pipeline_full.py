@@ -143,3 +143,16 @@ def test_llm_proposer_runs_as_a_pipeline_experiment(full_repo, tmp_path):
     assert opro["proposer"] == "llm" and opro["iterations_run"] == 1
     assert sum(opro["rejected"].values()) > 0  # a random LM writes no valid prompt; each rejection has a reason
     assert opro["kept_training_prompt"] is True
+
+
+def test_exp_run_in_two_processes(full_repo):
+    """`dvc exp run -S train.processes=2`: train, optimize_prompt, evaluate and psychometric under
+    torchrun with two gloo processes; the same steps and every metric (tests/test_data_parallel.py
+    checks the numbers against one process)."""
+    steps = json.loads((full_repo / "metrics/train.json").read_text())["steps"]
+    run([*DVC, "exp", "run", "-S", "train.processes=2"], full_repo)
+    assert json.loads((full_repo / "logs/train_timing.json").read_text())["processes"] == 2
+    assert json.loads((full_repo / "metrics/train.json").read_text())["steps"] == steps
+    ev = json.loads((full_repo / "metrics/eval.json").read_text())
+    assert 0 <= ev["systems"]["model"]["balanced_accuracy"] <= 1
+    assert "DT75" in json.loads((full_repo / "metrics/psychometric.json").read_text())["systems"]["model"]

@@ -23,7 +23,7 @@ def _missing(stage: dict, needed: set[Path]) -> list[str]:
 @pytest.mark.parametrize("name", sorted(stage_deps.stage_modules()))
 def test_stage_depends_on_all_code_it_imports(name: str) -> None:
     stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][name]
-    needed = stage_deps.closure(stage_deps.stage_modules()[name])
+    needed = stage_deps.stage_closure(stage_deps.stage_modules()[name])
     assert _missing(stage, needed) == [], f"run `python scripts/stage_deps.py {name}` and update dvc.yaml"
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit
 
-from qvad.analysis import calibration, paired
+from qvad.analysis import calibration, paired, ranking
 from qvad.analysis.error_analysis import (accuracy_by_category, category_accuracy_per_system, category_metrics,
                                           most_confident_errors)
 from qvad.analysis.error_report import write_report
@@ -18,10 +18,11 @@ from qvad.common.cpu_numerics import pin_cpu_numerics
 from qvad.model.dataset import ClipDataset
 from qvad.analysis.system_metrics import groups_per_class, mcnemar, system_metrics
 from qvad.detector_config import detector_config
-from qvad.model.store import ADAPTER, load_trained, read_prompt
+from qvad.model.store import ADAPTER, device, load_trained, read_prompt
 from qvad.common.params import get
 from qvad.analysis.plots import accuracy_vs_snr_png, confusion_matrix_png, reliability_png
-from qvad.model.scoring import score_ab_logits
+from qvad.parallel.group import join_group
+from qvad.parallel.scoring import score_ab_logits
 
 OUT = Path("data/eval")
 DETECTOR = Path("models/detector.json")
@@ -67,10 +68,13 @@ def evaluate(params: dict) -> None:
     dev, test = ClipDataset("data/splits/dev.csv"), ClipDataset("data/splits/test.csv")
     frame = test.frame.assign(y=test.labels)
 
+    group = join_group(params, device())  # train.processes > 1: the scoring is shared, rank 0 writes
     model, processor = load_trained(get(params, "model"),
                                     adapter=None if get(params, "evaluate.without_adapter") else ADAPTER)
     dev_logits = score_ab_logits(model, processor, dev.audio, prompt_cfg, cfg["batch_size"])
     test_logits = score_ab_logits(model, processor, test.audio, prompt_cfg, cfg["batch_size"])
+    if not group.is_main:
+        return
     margin = calibration.speech_margin(test_logits)
     p_raw = expit(margin)  # softmax over the two answer logits
     temperature = calibration.fit_temperature(dev_logits, dev.labels)  # dev only, never test
@@ -94,6 +98,10 @@ def evaluate(params: dict) -> None:
             m["used_in_label_hygiene"] = used_in_hygiene(name, get(params, "hygiene"))
         metrics["systems"][name] = m
     metrics["model_minus_baseline"] = paired_comparisons(frame, preds, cfg["n_boot"], seed)
+    clip_scores = {"model": p_cal, **{n: test_scores[n][rules[n].score].to_numpy() for n in BASELINES}}
+    ranking.add_ranking_metrics(metrics, frame["y"].to_numpy(), clip_scores,
+                                {"model": "p_speech_calibrated", **{n: rules[n].score for n in BASELINES}},
+                                frame["group"].to_numpy(), cfg["n_boot"], seed)
     bins = int(cfg["ece_bins"])
     metrics["calibration"] = {
         "definition": f"top-label ECE, {bins} equal bins of max(P, 1 - P) over [0.5, 1]",
@@ -116,6 +124,7 @@ def evaluate(params: dict) -> None:
                                              **{n: r._asdict() for n, r in rules.items()}})
     write_json(DETECTOR, detector_config(params, float(temperature), prompt=prompt_cfg))
     write_plots(frame, preds, p_raw, p_cal, temperature, bins)
+    ranking.write_curves(frame["y"].to_numpy(), clip_scores, "plots")
     write_error_analysis(frame, preds, p_cal, cfg, seed, get(params, "hygiene"))
 
 

@@ -48,6 +48,16 @@ def paired_ba_difference(y_true: object, pred_a: object, pred_b: object, groups:
     estimate = balanced_accuracy(yt, a) - balanced_accuracy(yt, b)
     diffs = np.array([balanced_accuracy(yt, a, w) - balanced_accuracy(yt, b, w)
                       for w in (row[group_index].astype(float) for row in counts)])
+    return summarize_difference(estimate, diffs, alpha)
+
+
+def summarize_difference(estimate: float, diffs: np.ndarray, alpha: float = 0.05) -> dict[str, float | int]:
+    """A paired difference and its ``len(diffs)`` resampled values: percentile CI and bootstrap p.
+
+    ``p_value`` is twice the smaller share of resampled differences on either side of zero, at
+    least 1 / n_boot (no resample count can show a smaller p).
+    """
+    n_boot = len(diffs)
     low, high = np.quantile(diffs, [alpha / 2, 1 - alpha / 2])
     p = min(1.0, max(2 * min((diffs <= 0).mean(), (diffs >= 0).mean()), 1 / n_boot))
     return {"difference": float(estimate), "ci95": [float(low), float(high)], "p_value": float(p),

@@ -12,6 +12,7 @@ from joblib import Parallel, delayed
 from qvad.analysis import bootstrap, metrics
 from qvad.common.atomic import write_csv, write_json
 from qvad.analysis.baselines import BASELINES, DecisionRule, apply_rule, baseline_scores
+from qvad.analysis.glmm import glmm_report
 from qvad.common.cpu_numerics import pin_cpu_numerics
 from qvad.common.params import get
 from qvad.analysis.plots import psychometric_png
@@ -19,17 +20,23 @@ from qvad.analysis.psychometric_fit import bootstrap_curve, bootstrap_thresholds
 from qvad.analysis.variants import build_variants, pick_bases, held_out_segments
 
 
-def predictions(audio: list, params: dict) -> dict[str, np.ndarray]:
-    """Hard decisions of every system, with the baselines' rules exactly as evaluate chose them on dev."""
+def predictions(audio: list, params: dict) -> dict[str, np.ndarray] | None:
+    """Hard decisions of every system, with the baselines' rules exactly as evaluate chose them on dev.
+
+    None in a process other than rank 0 of a group (``train.processes`` > 1): it scored its share."""
     # Imported here, not at the top: the worker processes of this stage unpickle this module's
     # functions, and the model stack (transformers, peft) would add ~8 s of imports to each.
-    from qvad.model.scoring import score_ab_logits
-    from qvad.model.store import ADAPTER, load_trained, read_prompt
+    from qvad.model.store import ADAPTER, device, load_trained, read_prompt
+    from qvad.parallel.group import join_group
+    from qvad.parallel.scoring import score_ab_logits
 
     rules = json.loads(open("data/eval/decision_rules.json").read())
+    group = join_group(params, device())
     model, processor = load_trained(get(params, "model"),
                                     adapter=None if get(params, "evaluate.without_adapter") else ADAPTER)
     logits = score_ab_logits(model, processor, audio, read_prompt(), get(params, "evaluate.batch_size"))
+    if not group.is_main:
+        return None
     out = {"model": (logits[:, 0] > logits[:, 1]).astype(int)}
     scores = baseline_scores(audio, get(params, "evaluate"), params["cpu_threads"])
     for name in BASELINES:
@@ -101,6 +108,8 @@ def psychometric(params: dict) -> None:
     bases, table, audio = build_variants(candidates, cfg["bases_per_class"], cfg, get(params, "mix"),
                                          get(params, "normalize"), float(get(params, "hygiene.min_speech_frac")), seed)
     preds = predictions(audio, params)
+    if preds is None:  # this process's share of the scoring is done; rank 0 writes the outputs
+        return
 
     report = {"bases": {"speech": int((bases["label"] == "speech").sum()),
                          "nonspeech": int((bases["label"] == "nonspeech").sum()),
@@ -122,6 +131,7 @@ def psychometric(params: dict) -> None:
             all_points.append(extra[0])
             all_curves.append(extra[1])
             all_thresholds.append(extra[2])
+    report["glmm"] = glmm_report(table, preds, seed)
     write_json("metrics/psychometric.json", report)
     pts, crv, ths = (pd.concat(x, ignore_index=True) for x in (all_points, all_curves, all_thresholds))
     write_csv("plots/psychometric_points.csv", pts)

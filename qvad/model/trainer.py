@@ -12,16 +12,18 @@ import hashlib
 import json
 import shutil
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from transformers import Trainer, TrainingArguments
 
 from qvad.model.answer_loss import answer_loss
 from qvad.model.collate import ABCollator
 from qvad.model.dataset import ClipDataset, spec_augment
-from qvad.model.scoring import score_ab_logits
+from qvad.parallel.scoring import score_ab_logits
 from qvad.analysis.metrics import balanced_accuracy
+from qvad.parallel.processes import per_process_batch
 
 
 class AugmentingCollator:
@@ -54,8 +56,30 @@ class AnswerLossTrainer(Trainer):
         if not self.use_answer_loss:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         with self.accelerator.autocast():
-            loss = answer_loss(self.accelerator.unwrap_model(model), inputs, self.shared_prefix)
+            if isinstance(model, DistributedDataParallel):
+                loss = _through_ddp(model, lambda inner: answer_loss(inner, inputs, self.shared_prefix))
+            else:
+                loss = answer_loss(self.accelerator.unwrap_model(model), inputs, self.shared_prefix)
         return (loss, {"loss": loss}) if return_outputs else loss
+
+
+def _through_ddp(ddp: DistributedDataParallel, loss_of: Callable[[torch.nn.Module], torch.Tensor]) -> torch.Tensor:
+    """``loss_of(module)`` computed inside DDP's forward, so that its backward all-reduces the gradients.
+
+    DDP arms its gradient hooks (and honours ``no_sync`` during accumulation) only in its own
+    ``forward``; :func:`answer_loss` calls the model's parts, not its ``forward``, so on the bare
+    module each process would silently step on its own gradients. For this one call the wrapped
+    module's ``forward`` is ``loss_of`` itself."""
+    inner = ddp.module
+    own = vars(inner).get("forward")  # an instance-level forward to put back, if the module had one
+    inner.forward = lambda: loss_of(inner)
+    try:
+        return ddp()
+    finally:
+        if own is None:
+            del inner.forward
+        else:
+            inner.forward = own
 
 
 class ABTrainer(AnswerLossTrainer):
@@ -146,19 +170,29 @@ def prepare_checkpoint_dir(ckpt_dir: Path, key: str) -> Path | None:
 
 
 def training_arguments(cfg: Mapping[str, Any], ckpt_dir: Path, seed: int, use_cpu: bool,
-                       bf16: bool, pin_memory: bool = True) -> TrainingArguments:
+                       bf16: bool, pin_memory: bool = True, processes: int = 1) -> TrainingArguments:
     """TrainingArguments from ``train.*`` params; the best checkpoint is chosen on dev.
 
-    ``pin_memory`` False when the collator already returns batches on the GPU."""
+    ``pin_memory`` False when the collator already returns batches on the GPU. With ``processes``
+    > 1 (under torchrun) each takes ``batch_size / processes`` clips a micro-step, so a step still
+    sees ``batch_size x grad_accum`` clips: accelerate gives process k the micro-batches k, k + N...
+    of the one seeded order, so a step's clips are those of the one-process step. DDP is told
+    that every trainable parameter is used (the Trainer would pass ``find_unused_parameters=True``
+    for a PeftModel, which is slower and clashes with checkpointing; ours is non-reentrant,
+    qvad.model.loading), and CPU processes talk through gloo."""
+    distributed = {} if processes == 1 else {"ddp_find_unused_parameters": False,
+                                              "ddp_backend": "gloo" if use_cpu else "nccl"}
+    batch = per_process_batch(cfg["batch_size"], processes)
     return TrainingArguments(
+        **distributed,
         output_dir=str(ckpt_dir),
         num_train_epochs=cfg["epochs"],
         learning_rate=cfg["learning_rate"],
         warmup_steps=cfg["warmup_steps"],
         lr_scheduler_type=cfg["scheduler"],
         weight_decay=cfg["weight_decay"],
-        per_device_train_batch_size=cfg["batch_size"],
-        per_device_eval_batch_size=cfg["batch_size"],
+        per_device_train_batch_size=batch,
+        per_device_eval_batch_size=batch,
         gradient_accumulation_steps=cfg["grad_accum"],
         # Dev evaluation (a loss pass and a scorer pass over dev) and a checkpoint every
         # ``eval_steps`` optimiser steps, or once per epoch when it is null.

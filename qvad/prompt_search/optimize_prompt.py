@@ -20,7 +20,9 @@ from qvad.common.cpu_numerics import pin_cpu_numerics
 from qvad.common.params import choice, get, require
 from qvad.model.dataset import ClipDataset
 from qvad.model import accel
-from qvad.model.scoring import score_ab
+from qvad.parallel.group import join_group
+from qvad.parallel.proposer import SharedProposer
+from qvad.parallel.scoring import score_ab
 from qvad.model.store import ADAPTER, PROMPT, device, load_trained
 from qvad.prompt_search.devset import DevSet
 from qvad.prompt_search.proposer import Proposer
@@ -79,10 +81,12 @@ def optimize_prompt(params: dict) -> None:
     cfg, prompt_cfg = dict(get(params, "opro")), dict(get(params, "prompt"))
     choice(params, "opro.proposer", PROPOSERS)
     seed, start = int(params["seed"]), time.perf_counter()
+    group = join_group(params, device())  # train.processes > 1: the scoring is shared, rank 0 writes
     if cfg["proposer"] == "none":
-        write_json(PROMPT, {**prompt_cfg, "source": "training prompt (opro.proposer: none)"})
-        write_json("metrics/opro.json", {"proposer": "none", "kept_training_prompt": True})
-        write_plots([], prompt_cfg["user"])
+        if group.is_main:
+            write_json(PROMPT, {**prompt_cfg, "source": "training prompt (opro.proposer: none)"})
+            write_json("metrics/opro.json", {"proposer": "none", "kept_training_prompt": True})
+            write_plots([], prompt_cfg["user"])
         return
     dev = ClipDataset(DEV)
     without_adapter = bool(get(params, "evaluate.without_adapter"))
@@ -96,7 +100,12 @@ def optimize_prompt(params: dict) -> None:
                           [f"{d}ms/{s}dB" for d, s in zip(frame["duration_ms"], frame["snr_db"])])
     axes = {"duration_ms": sorted(frame["duration_ms"].unique().tolist()),
             "snr_db": sorted(frame["snr_db"].unique().tolist())}
-    result = search_prompt(devset, scorer, make_proposer(cfg, axes), prompt_cfg["user"], search_params(cfg, seed))
+    proposer = make_proposer(cfg, axes) if group.is_main else None
+    if group.size > 1:
+        proposer = SharedProposer(proposer)
+    result = search_prompt(devset, scorer, proposer, prompt_cfg["user"], search_params(cfg, seed))
+    if not group.is_main:
+        return
     write_json(PROMPT, {**prompt_cfg, "user": result.chosen_prompt,
                         "source": "training prompt kept" if result.kept_training_prompt else f"opro-{cfg['proposer']}"})
     summary = result.summary()

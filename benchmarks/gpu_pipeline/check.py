@@ -1,0 +1,383 @@
+"""The pipeline's own stages from train on, run on a GPU (or the CPU, as a dry run), and checked.
+
+    python -m benchmarks.gpu_pipeline.check --out OUT --data DATA [--device cuda] [--configs ...]
+
+(``benchmarks/gpu_pipeline/run.sh`` wraps it.) For each configuration it makes a work folder with
+``params.yaml`` (the repository's, with the configuration's ``model.*`` values and the subset's
+sizes) and ``data/`` (the subset ``scripts/gather_gpu_carry.sh`` packed), then runs train,
+optimize_prompt, evaluate and psychometric as ``python -m stages.NAME`` would, in that order, one
+process each (:mod:`benchmarks.gpu_pipeline.stage` records wall time, peak GPU memory and the
+fast-path counters). Then it checks:
+
+1. every stage exits 0;
+2. each metrics file has every key the CPU run's metrics file in the repository has (``metrics/``);
+3. the adapter reloads as evaluate loads it (:mod:`benchmarks.gpu_pipeline.reload`);
+4. ``qvad predict --device DEV`` on the test clips gives evaluate's calibrated probabilities
+   (``data/eval/predictions.csv``) within :data:`TOLERANCE`;
+5. the fast paths ran in evaluate and the frozen-encoder cache in train (:data:`EXPECTED`).
+
+Everything lands in ``OUT/pipeline_check.json`` (saved after every stage) and a Markdown table in
+``OUT/pipeline_check.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+STAGES = ("train", "optimize_prompt", "evaluate", "psychometric")
+METRICS = {"train": "train.json", "optimize_prompt": "opro.json", "evaluate": "eval.json",
+           "psychometric": "psychometric.json"}
+EXTRA_METRICS = {"evaluate": "categories.json"}
+DATA_DEPENDENT_TOP = {"categories.json"}
+"""Files whose top-level keys name data (source categories): compared one level down."""
+
+TOLERANCE = {"cpu": 1e-3, "cuda": 0.02}
+"""Largest |P(speech) from qvad predict - p_speech_calibrated from evaluate| accepted per clip.
+
+On the CPU both run in float32 and differ only by the re-normalisation of 16-bit clips. On a GPU
+they score in bfloat16 in batches of different size and make-up (evaluate: dev then test at
+``evaluate.batch_size``; predict: 64 files a batch), and cuBLAS picks kernels by shape, so the
+same clip's logits can differ by a few bfloat16 ulps."""
+
+EXPECTED = {
+    # stage: {counter (qvad.model.accel.counters, plus encoder_truncations): devices where it must be > 0}
+    "train": {"encoder_cache_hits": ("cpu", "cuda")},
+    "evaluate": {"prefix_reads": ("cpu", "cuda"), "answer_slot_layers": ("cpu", "cuda"),
+                 "encoder_truncations": ("cpu", "cuda"), "one_pass_calls": ("cuda",),
+                 "fused_rotary_kernel": ("cuda",), "silu_mul_kernel": ("cuda",),
+                 "residual_gemm_adds": ("cuda",)},
+}
+NOT_EXPECTED = {
+    ("train", "encoder_cache_hits", "tiny"): "the tiny preset trains its whole audio tower: nothing to cache",
+    ("evaluate", "residual_gemm_adds", "nf4"):
+        "by design: the fused residual add needs plain bf16 nn.Linear projections; NF4's down_proj is "
+        "Linear4bit and o_proj carries LoRA",
+}
+
+
+# --------------------------------------------------------------------------------------------
+# configurations
+def configurations(device: str, widths: str, depth: tuple[int, int], ckpt_root: Path) -> dict[str, dict]:
+    """Name -> ``model.*`` overrides and the checkpoint to build (None: the pipeline builds its own)."""
+    audio_layers, text_layers = depth
+    qwen = {"kind": "qwen", "dir": ckpt_root / f"qwen2_audio_{widths}_{audio_layers}x{text_layers}",
+            "widths": widths, "depth": depth}
+    whisper = {"kind": "whisper-tiny", "dir": ckpt_root / "whisper_tiny_random_encoder"}
+    gpu = {"preset": "qwen2-audio-7b-instruct", "dtype": "bfloat16"}
+    if device == "cpu":
+        return {
+            # the tiny preset trains its whole audio tower, so it takes no encoder LoRA
+            "tiny-cpu": {"model": {"preset": "tiny", "quantization": "none", "dtype": "float32"}, "checkpoint": None,
+                         "params": {"lora.audio_layers": 0}},
+            "qwen-cpu": {"model": {"preset": "qwen2-audio-7b-instruct", "quantization": "none", "dtype": "float32"},
+                         "checkpoint": qwen},
+            "whisper-tiny-cpu": {"model": {"preset": "whisper-tiny", "quantization": "none", "dtype": "float32"},
+                                 "checkpoint": whisper},
+        }
+    return {
+        "qwen-nf4": {"model": {**gpu, "quantization": "nf4"}, "checkpoint": qwen},
+        "qwen-bf16": {"model": {**gpu, "quantization": "bf16"}, "checkpoint": qwen},
+        "whisper-tiny-bf16": {"model": {"preset": "whisper-tiny", "quantization": "bf16", "dtype": "bfloat16"},
+                              "checkpoint": whisper},
+    }
+
+
+def build_checkpoint(spec: dict | None, device: str) -> str | None:
+    """Build (or reuse) the configuration's checkpoint; its folder, or None."""
+    from benchmarks.gpu_pipeline.checkpoint import build_qwen2_audio, build_whisper_tiny
+
+    if spec is None:
+        return None
+    if spec["kind"] == "qwen":
+        return str(build_qwen2_audio(spec["dir"], spec["widths"], *spec["depth"], device))
+    return str(build_whisper_tiny(spec["dir"]))
+
+
+# --------------------------------------------------------------------------------------------
+# the work folder
+def set_key(params: dict, dotted: str, value: Any) -> None:
+    node = params
+    *parents, last = dotted.split(".")
+    for part in parents:
+        node = node[part]
+    if last not in node:
+        raise KeyError(f"params.yaml has no key {dotted!r}")
+    node[last] = value
+
+
+def make_workdir(work: Path, data: Path, overrides: dict[str, Any]) -> Path:
+    """A fresh folder with params.yaml (repository's + ``overrides``) and the subset's data linked in."""
+    if work.exists():
+        shutil.rmtree(work)
+    for sub in ("metrics", "models", "plots", "reports", "data"):
+        (work / sub).mkdir(parents=True)
+    for part in ("splits", "normalized", "hygiene", "mixed", "raw"):
+        (work / "data" / part).symlink_to((data / "data" / part).resolve())
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    for key, value in overrides.items():
+        set_key(params, key, value)
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return work
+
+
+def run_stage(work: Path, stage: str, args: list[str], timeout: float, log: Path) -> dict:
+    """One stage in its own process (benchmarks.gpu_pipeline.stage); its result row."""
+    result = work / f"stage_{stage}.json"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+           "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "benchmarks.gpu_pipeline.stage", stage, str(result), *args]
+    start = time.perf_counter()
+    with open(log, "a") as out:
+        out.write(f"\n===== {work.name}: {stage} =====\n")
+        out.flush()
+        try:
+            code = subprocess.run(cmd, cwd=work, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                  timeout=max(timeout, 1)).returncode
+        except subprocess.TimeoutExpired:
+            code = "timeout"
+    row = json.loads(result.read_text()) if result.exists() else {"stage": stage}
+    row["exit_code"] = code
+    row.setdefault("wall_s", round(time.perf_counter() - start, 2))
+    return row
+
+
+# --------------------------------------------------------------------------------------------
+# checks
+def key_paths(obj: Any, prefix: str = "") -> set[str]:
+    """Dotted paths of every dict key (lists and scalars are leaves); the values a metric is broken
+    down by (``by.<facet>.<value>``: sample rates, SNRs... present in the data) become ``*``."""
+    paths = set()
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            if prefix.endswith(".by") or prefix == "by":
+                path = f"{prefix}.{key}"
+            elif prefix.rsplit(".", 2)[-2:-1] == ["by"]:
+                path = f"{prefix}.*"
+            else:
+                path = f"{prefix}.{key}" if prefix else str(key)
+            paths.add(path)
+            paths |= key_paths(value, path)
+    return paths
+
+
+def missing_keys(reference: dict, produced: dict, data_dependent_top: bool) -> list[str]:
+    """Key paths of ``reference`` that ``produced`` lacks (top level pooled when it names data)."""
+    if data_dependent_top:
+        pool = lambda d: {p for v in d.values() for p in key_paths(v)}  # noqa: E731
+        return sorted(pool(reference) - pool(produced))
+    return sorted(key_paths(reference) - key_paths(produced))
+
+
+def check_metrics(work: Path, stage: str) -> dict:
+    out = {}
+    for name in filter(None, (METRICS.get(stage), EXTRA_METRICS.get(stage))):
+        produced = work / "metrics" / name
+        if not produced.exists():
+            out[name] = {"ok": False, "problem": "not written"}
+            continue
+        missing = missing_keys(json.loads((REPO / "metrics" / name).read_text()),
+                               json.loads(produced.read_text()), name in DATA_DEPENDENT_TOP)
+        out[name] = {"ok": not missing, "missing": missing[:20], "n_missing": len(missing)}
+    return out
+
+
+def check_counters(stage: str, row: dict, device: str, model_cfg: dict) -> dict:
+    out = {}
+    for name, devices in EXPECTED.get(stage, {}).items():
+        value = row.get("counters", {}).get(name)
+        why = NOT_EXPECTED.get((stage, name, model_cfg["preset"])) or NOT_EXPECTED.get(
+            (stage, name, model_cfg["quantization"]))
+        if device not in devices or why:
+            out[name] = {"value": value, "required": False, **({"why": why} if why else {})}
+        else:
+            out[name] = {"value": value, "required": True, "ok": bool(value)}
+    return out
+
+
+def compare_predict(work: Path, device: str) -> dict:
+    """``qvad predict``'s P(speech) against evaluate's calibrated probabilities, per test clip."""
+    ours = pd.read_csv(work / "predict.csv", keep_default_na=False)
+    ours = pd.DataFrame({"clip_id": [Path(p).stem for p in ours["path"]], "p_predict": ours["p_speech"],
+                         "error": ours["error"]})
+    theirs = pd.read_csv(work / "data/eval/predictions.csv", keep_default_na=False)
+    both = theirs.merge(ours, on="clip_id", how="inner")
+    diff = (both["p_predict"].astype(float) - both["p_speech_calibrated"].astype(float)).abs()
+    tol = TOLERANCE["cpu" if device == "cpu" else "cuda"]
+    errors = [e for e in ours["error"] if e]
+    return {"clips": int(len(both)), "errors": errors[:5], "max_abs_diff": float(diff.max()) if len(diff) else None,
+            "mean_abs_diff": float(diff.mean()) if len(diff) else None, "tolerance": tol,
+            "decision_flips": int(((both["p_predict"].astype(float) >= 0.5)
+                                   != (both["p_speech_calibrated"].astype(float) >= 0.5)).sum()),
+            "ok": len(both) >= 50 and not errors and float(diff.max()) <= tol}
+
+
+def extra_timing(work: Path) -> dict:
+    timing = work / "logs/train_timing.json"
+    return json.loads(timing.read_text()) if timing.exists() else {}
+
+
+# --------------------------------------------------------------------------------------------
+def run_configuration(name: str, cfg: dict, args: argparse.Namespace, report: dict, save) -> None:
+    entry: dict = {"model": cfg["model"], "stages": {}, "checks": {}}
+    report["configurations"][name] = entry
+    start = time.perf_counter()
+    path = build_checkpoint(cfg["checkpoint"], args.device)
+    entry["checkpoint"] = {"path": path, "build_s": round(time.perf_counter() - start, 1),
+                           **({k: str(v) for k, v in cfg["checkpoint"].items()} if cfg["checkpoint"] else {})}
+    subset = json.loads((args.data / "subset.json").read_text())
+    overrides = {f"model.{k}": v for k, v in cfg["model"].items()}
+    overrides["model.path"] = path
+    overrides.update(cfg.get("params", {}))
+    overrides["psychometric.bases_per_class"] = int(subset["psychometric_bases_per_class"])
+    if args.device != "cpu":
+        overrides["cpu_threads"] = None  # all cores for the CPU parts (VAD baselines, bootstrap fits)
+    for item in args.set or []:
+        key, value = item.split("=", 1)
+        overrides[key] = yaml.safe_load(value)
+    entry["overrides"] = overrides
+    work = make_workdir(args.workdir / name, args.data, overrides)
+    log = args.out / "stages.log"
+    ok = True
+    for stage in STAGES:
+        if not ok:
+            break
+        row = run_stage(work, stage, [], args.deadline - time.time(), log)
+        entry["stages"][stage] = row
+        ok = row["exit_code"] == 0
+        entry["checks"][f"{stage}_exit_0"] = ok
+        if ok:
+            entry["checks"][f"{stage}_metric_keys"] = check_metrics(work, stage)
+            if stage in EXPECTED:
+                entry["checks"][f"{stage}_counters"] = check_counters(stage, row, args.device, cfg["model"])
+        if stage == "train":
+            entry["train_timing"] = extra_timing(work)
+        save()
+    if ok:
+        row = run_stage(work, "reload", [str(work / "reload.json")], args.deadline - time.time(), log)
+        entry["stages"]["reload"] = row
+        entry["checks"]["adapter_reload"] = {
+            "ok": row["exit_code"] == 0,
+            **(json.loads((work / "reload.json").read_text()) if (work / "reload.json").exists() else {})}
+        clips = pd.read_csv(work / "data/splits/test.csv", keep_default_na=False)["path"].tolist()
+        row = run_stage(work, "predict", [*clips, "--device", args.device, "--model-dir", "models",
+                                          "--out", "predict.csv", "--no-progress"],
+                        args.deadline - time.time(), log)
+        entry["stages"]["predict"] = row
+        entry["checks"]["predict_matches_evaluate"] = (compare_predict(work, args.device) if row["exit_code"] == 0
+                                                       else {"ok": False, "exit_code": row["exit_code"]})
+    entry["passed"] = all_passed(entry)
+    entry["wall_s"] = round(time.perf_counter() - start, 1)
+    save()
+
+
+def all_passed(entry: dict) -> bool:
+    checks = entry["checks"]
+    if not all(checks.get(f"{s}_exit_0") for s in STAGES):
+        return False
+    for key, value in checks.items():
+        if key.endswith("_metric_keys") and not all(v["ok"] for v in value.values()):
+            return False
+        if key.endswith("_counters") and not all(v.get("ok", True) for v in value.values()):
+            return False
+    return bool(checks.get("adapter_reload", {}).get("ok")) and bool(
+        checks.get("predict_matches_evaluate", {}).get("ok"))
+
+
+def markdown(report: dict) -> str:
+    """Per configuration and stage: exit status, wall time, peak GPU memory; then the checks."""
+    device = report["environment"].get("device", "cpu")
+    lines = [f"Device: {device}. Checkpoint depth {report['depth']} (audio + text layers), widths "
+             f"{report['widths']}.", "",
+             "| configuration | stage | exit | wall s | peak allocated GiB | peak reserved GiB |",
+             "|---|---|---|---|---|---|"]
+    for name, entry in report["configurations"].items():
+        for stage, row in entry["stages"].items():
+            lines.append(f"| {name} | {stage} | {row.get('exit_code')} | {row.get('wall_s')} | "
+                         f"{row.get('peak_allocated_gib', '-')} | {row.get('peak_reserved_gib', '-')} |")
+    lines += ["", "| configuration | all checks | train clips/s | predict max abs dP (tolerance) |", "|---|---|---|---|"]
+    for name, entry in report["configurations"].items():
+        pred = entry["checks"].get("predict_matches_evaluate", {})
+        lines.append(f"| {name} | {'pass' if entry.get('passed') else 'FAIL'} | "
+                     f"{entry.get('train_timing', {}).get('train_clips_per_second', '-')} | "
+                     f"{pred.get('max_abs_diff', '-')} ({pred.get('tolerance', '-')}) |")
+    return "\n".join(lines) + "\n"
+
+
+def environment(device: str) -> dict:
+    import torch
+    import transformers
+
+    info = {"python": sys.version.split()[0], "torch": torch.__version__, "transformers": transformers.__version__}
+    for name in ("peft", "bitsandbytes", "dvclive"):
+        try:
+            info[name] = __import__(name).__version__
+        except Exception as exc:  # noqa: BLE001
+            info[name] = f"unavailable ({type(exc).__name__})"
+    if device != "cpu":
+        info["device"] = torch.cuda.get_device_name(0)
+        info["gpu_memory_gib"] = round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1)
+    return info
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, required=True, help="results folder")
+    ap.add_argument("--data", type=Path, default=REPO / ".gpu_data", help="the subset gather_gpu_carry.sh packed")
+    ap.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
+    ap.add_argument("--configs", default=None, help="comma-separated names (default: all for the device)")
+    ap.add_argument("--widths", default=None, choices=("7b", "tiny"), help="default: 7b on cuda, tiny on cpu")
+    ap.add_argument("--depth", default="4+4", help="audio+text layers of the Qwen2-Audio checkpoint (32+32: the 7B)")
+    ap.add_argument("--workdir", type=Path, default=Path("/tmp/qvad_gpu_check"))
+    ap.add_argument("--budget-s", type=float, default=3600.0, help="stop starting stages after this many seconds")
+    ap.add_argument("--set", action="append", help="extra params override KEY=YAML_VALUE (repeatable)")
+    args = ap.parse_args(argv)
+    args.widths = args.widths or ("7b" if args.device == "cuda" else "tiny")
+    args.depth_pair = tuple(int(x) for x in args.depth.split("+"))
+    args.deadline = time.time() + args.budget_s
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    configs = configurations(args.device, args.widths, args.depth_pair, args.workdir / "checkpoints")
+    names = args.configs.split(",") if args.configs else list(configs)
+    unknown = [n for n in names if n not in configs]
+    if unknown:
+        raise SystemExit(f"--configs: unknown {unknown}; for --device {args.device}: {list(configs)}")
+    report = {"environment": environment(args.device), "device_arg": args.device, "widths": args.widths,
+              "depth": args.depth, "data": json.loads((args.data / "subset.json").read_text()),
+              "tolerance": TOLERANCE, "configurations": {}}
+
+    def save() -> None:
+        report["passed"] = all(e.get("passed") for e in report["configurations"].values()) and \
+            len(report["configurations"]) == len(names)
+        (args.out / "pipeline_check.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+        (args.out / "pipeline_check.md").write_text(markdown(report))
+
+    for name in names:
+        if time.time() > args.deadline:
+            report.setdefault("skipped", []).append(name)
+            continue
+        run_configuration(name, configs[name], args, report, save)
+        print(f"{name}: {'pass' if report['configurations'][name]['passed'] else 'FAIL'}", flush=True)
+    save()
+    print(markdown(report))
+    return 0 if report["passed"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Data parallelism: one process per GPU (or several CPU processes) started by torchrun."""
