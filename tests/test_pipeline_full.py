@@ -84,7 +84,8 @@ def test_whole_chain_writes_every_metric(full_repo):
 def test_plots_show_draws_exactly_the_defined_plots(full_repo):
     shown = json.loads(run([*DVC, "plots", "show", "--json"], full_repo).stdout)["data"]
     charts = {"loss", "dev_balanced_accuracy", "confusion", "accuracy_vs_snr", "reliability",
-              "psychometric_duration", "psychometric_snr", "opro_reward", "opro_best", "accuracy_by_category"}
+              "psychometric_duration", "psychometric_snr", "opro_reward", "opro_best", "accuracy_by_category",
+              "roc", "precision_recall"}
     images = {"plots/confusion.png", "plots/accuracy_vs_snr.png", "plots/reliability.png",
               "plots/psychometric/duration.png", "plots/psychometric/snr_1000ms.png"}
     assert set(shown) == charts | images  # no stray per-file charts of the CSVs

@@ -79,6 +79,8 @@ def fit_glmm(trials: pd.DataFrame, seed: int) -> dict:
     model = BinomialBayesMixedGLM(y, exog, groups, np.zeros(groups.shape[1], dtype=int),
                                   fep_names=list(TERMS), vcp_names=["group"])
     res = model.fit_vb(rng=np.random.default_rng(seed))
+    if not (np.isfinite(res.fe_mean).all() and np.isfinite(res.fe_sd).all() and (res.fe_sd > 0).all()):
+        return {**out, "status": "not fitted: the variational fit gave no finite posterior"}
     coefficients = {}
     for name, mean, sd in zip(TERMS, res.fe_mean, res.fe_sd):
         coefficients[name] = {"mean": round(float(mean), 4), "sd": round(float(sd), 4),
