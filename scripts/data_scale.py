@@ -122,12 +122,18 @@ def summarize(table: pd.DataFrame, extrapolate: int) -> dict:
         points.append(point)
     out: dict = {"points": points}
     if table["train_speech_groups"].nunique() >= 2:
+        from scipy import stats
+
         x, y = np.log2(table["train_speech_groups"].to_numpy(dtype=float)), table["model_balanced_accuracy"].to_numpy()
-        slope, intercept = np.polyfit(x, y, 1)
+        fit = stats.linregress(x, y)
+        half = float(stats.t.ppf(0.975, len(x) - 2) * fit.stderr) if len(x) > 2 else float("nan")
         out["model_log2_fit"] = {
-            "what": "least squares over every run: model BA = intercept + slope * log2(training speech groups)",
-            "slope_per_doubling": round(float(slope), 4), "intercept": round(float(intercept), 4),
-            f"at_{extrapolate}_groups": round(float(intercept + slope * np.log2(extrapolate)), 4)}
+            "what": "least squares over every run: model BA = intercept + slope * log2(training speech groups); "
+                    "slope CI from the runs' scatter (seeds and points), t with n - 2 df",
+            "runs": int(len(x)), "slope_per_doubling": round(float(fit.slope), 4),
+            "slope_ci95": [round(float(fit.slope) - half, 4), round(float(fit.slope) + half, 4)] if half == half else None,
+            "intercept": round(float(fit.intercept), 4),
+            f"at_{extrapolate}_groups": round(float(fit.intercept + fit.slope * np.log2(extrapolate)), 4)}
     return out
 
 
