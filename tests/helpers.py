@@ -168,3 +168,25 @@ def make_copy(tmp: Path, overrides: dict) -> Path:
 def out_hashes(repo: Path) -> dict[str, str]:
     lock = yaml.safe_load((repo / "dvc.lock").read_text())
     return {o["path"]: o["md5"] for st in lock["stages"].values() for o in st.get("outs", [])}
+
+
+def load_tiny(tiny_dir: Path, training: bool = False):  # noqa: ANN201 - (model, processor)
+    """The tiny checkpoint on the CPU with encoder truncation on, seeded, as the scorer tests load it."""
+    import torch
+
+    from qvad.model.loading import load_model_and_processor
+
+    torch.manual_seed(0)
+    return load_model_and_processor({"preset": "tiny", "path": str(tiny_dir), "truncate_encoder": True}, "cpu",
+                                    for_training=training)
+
+
+def mixed_clips() -> list[np.ndarray]:
+    """Noise and tones of mixed lengths (so rows pad differently and decisions differ)."""
+    rng = np.random.default_rng(5)
+    out = []
+    for i, seconds in enumerate((0.3, 1.0, 2.0, 1.3, 0.5, 0.8)):
+        t = np.arange(int(seconds * 16_000)) / 16_000
+        tone = 0.5 * np.sin(2 * np.pi * (200 + 300 * rng.random()) * t * (1 + t))
+        out.append((tone if i % 2 else 0.1 * rng.standard_normal(len(t))).astype(np.float32))
+    return out

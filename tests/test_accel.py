@@ -27,28 +27,14 @@ from qvad.model.accel.patch import patch_forward, restore_forward, runs_forward
 from qvad.model.accel.shared_prefix import prefix_attention_mask
 from qvad.model.answer_loss import answer_loss
 from qvad.model.collate import ABCollator
-from qvad.model.loading import load_model_and_processor
 from qvad.model.lora import apply_lora
 from qvad.model.scoring import score_ab, score_ab_logits
+
+from tests.helpers import load_tiny, mixed_clips
 
 LAYOUTS = ("before_question", "after_question")
 
 
-def _load(tiny_dir: Path, training: bool = False):
-    torch.manual_seed(0)
-    return load_model_and_processor({"preset": "tiny", "path": str(tiny_dir), "truncate_encoder": True}, "cpu",
-                                    for_training=training)
-
-
-def _clips() -> list[np.ndarray]:
-    """Noise and tones of mixed lengths (so rows pad differently and decisions differ)."""
-    rng = np.random.default_rng(5)
-    out = []
-    for i, seconds in enumerate((0.3, 1.0, 2.0, 1.3, 0.5, 0.8)):
-        t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
-        tone = 0.5 * np.sin(2 * np.pi * (200 + 300 * rng.random()) * t * (1 + t))
-        out.append((tone if i % 2 else 0.1 * rng.standard_normal(len(t))).astype(np.float32))
-    return out
 
 
 def _decisive(model: torch.nn.Module, collator: ABCollator) -> None:
@@ -75,11 +61,11 @@ def _lora(model: torch.nn.Module):
 # scoring
 @pytest.mark.parametrize("position", LAYOUTS)
 def test_scorer_equals_generate_for_both_layouts(tiny_dir: Path, position: str) -> None:
-    model, processor = _load(tiny_dir)
+    model, processor = load_tiny(tiny_dir)
     cfg = {"audio_position": position}
     collator = ABCollator(processor, cfg)
     _decisive(model, collator)
-    clips = _clips()
+    clips = mixed_clips()
     allowed = [collator.id_speech, collator.id_nonspeech]
     with torch.inference_mode():
         out = model.generate(**collator.prompt_batch(clips), max_new_tokens=1, do_sample=False,
@@ -100,7 +86,7 @@ def test_unpadded_batches_take_the_causal_bias_and_agree(tiny_dir: Path, positio
     """Equal-length rows need no mask tensor (lower-right CausalBias, used on CUDA; forced here on the
     CPU): same logits, loss and gradients as the plain path."""
     monkeypatch.setattr(shared_prefix, "CAUSAL_BIAS_DEVICES", ("cuda", "cpu"))
-    model, processor = _load(tiny_dir)
+    model, processor = load_tiny(tiny_dir)
     cfg = {"audio_position": position}
     _decisive(model, ABCollator(processor, cfg))
     rng = np.random.default_rng(9)
@@ -135,10 +121,10 @@ def test_answer_slot_runs_the_last_layer_at_one_position_and_agrees(tiny_dir: Pa
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """The last layer's MLP sees one position per row (not all), and the logits are the full layer's."""
     monkeypatch.setattr(shared_prefix, "CAUSAL_BIAS_DEVICES", ("cuda", "cpu"))  # unpadded: the CausalBias path
-    model, processor = _load(tiny_dir)
+    model, processor = load_tiny(tiny_dir)
     cfg = {"audio_position": position}
     _decisive(model, ABCollator(processor, cfg))
-    clips = _clips() if padded else [c[: SAMPLE_RATE // 2] for c in _clips() if len(c) >= SAMPLE_RATE // 2]
+    clips = mixed_clips() if padded else [c[: SAMPLE_RATE // 2] for c in mixed_clips() if len(c) >= SAMPLE_RATE // 2]
     widths: list[int] = []
     last_mlp = model.base_model.language_model.layers[-1].mlp
     handle = last_mlp.register_forward_pre_hook(lambda _m, args: widths.append(args[0].shape[1]))
@@ -157,7 +143,7 @@ def test_answer_slot_runs_the_last_layer_at_one_position_and_agrees(tiny_dir: Pa
 
 
 def test_fused_mlp_falls_back_to_the_stock_mlp_off_cuda(tiny_dir: Path) -> None:
-    model, _ = _load(tiny_dir)
+    model, _ = load_tiny(tiny_dir)
     mlp = model.base_model.language_model.layers[0].mlp
     x = torch.randn(2, 5, mlp.hidden_size, generator=torch.Generator().manual_seed(1))
     with torch.inference_mode():
@@ -170,9 +156,9 @@ def test_fused_mlp_falls_back_to_the_stock_mlp_off_cuda(tiny_dir: Path) -> None:
 
 
 def test_fast_attention_gives_the_stock_numbers(tiny_dir: Path) -> None:
-    model, processor = _load(tiny_dir)
+    model, processor = load_tiny(tiny_dir)
     assert fast_attention_enabled(model)  # the loader installs it
-    clips = _clips()
+    clips = mixed_clips()
     fast = score_ab_logits(model, processor, clips, None, 5, prefix_cache=False)
     assert accel.disable(model, "attention") == {"attention": model.config.text_config.num_hidden_layers}
     stock = score_ab_logits(model, processor, clips, None, 5, prefix_cache=False)
@@ -198,13 +184,13 @@ def _loss_and_grads(model, batch, **kw):
 @pytest.mark.parametrize("checkpointing", [False, True])
 def test_answer_loss_and_its_gradients_equal_the_stock_loss(tiny_dir: Path, position: str,
                                                             checkpointing: bool) -> None:
-    model, processor = _load(tiny_dir, training=True)
+    model, processor = load_tiny(tiny_dir, training=True)
     peft_model = _lora(model)
     if checkpointing:
         peft_model.get_base_model().activation_checkpointing_enable(
             activation_checkpointing_kwargs={"use_reentrant": False})
     peft_model.train()
-    batch = _batch(processor, {"audio_position": position}, _clips())
+    batch = _batch(processor, {"audio_position": position}, mixed_clips())
     stock, stock_grads = _loss_and_grads(peft_model, batch)
     for shared in (False, True):
         loss, grads = _loss_and_grads(peft_model, batch, shared_prefix=shared)
@@ -274,17 +260,17 @@ def test_residual_gemm_layers_give_the_stock_scores(tiny_dir: Path, position: st
     residual_gemm = decoder_residual_gemm
 
     monkeypatch.setattr(shared_prefix, "CAUSAL_BIAS_DEVICES", ("cuda", "cpu"))
-    model, processor = _load(tiny_dir)
+    model, processor = load_tiny(tiny_dir)
     cfg = {"audio_position": position}
     _decisive(model, ABCollator(processor, cfg))
     text_model = model.base_model.language_model
     calls: list[int] = []
     monkeypatch.setattr(residual_gemm, "add_linear",
                         lambda r, x, lin, _f=residual_gemm.add_linear: calls.append(1) or _f(r, x, lin))
-    fused = score_ab_logits(model, processor, _clips(), cfg, 3)
+    fused = score_ab_logits(model, processor, mixed_clips(), cfg, 3)
     assert residual_gemm.residual_gemm_enabled(text_model)
     assert len(calls) == 2 * (len(text_model.layers) - 1) * 2  # two adds per inner layer, two batches
-    separate = score_ab_logits(model, processor, _clips(), cfg, 3, residual_gemm=False)
+    separate = score_ab_logits(model, processor, mixed_clips(), cfg, 3, residual_gemm=False)
     assert len(calls) == 2 * (len(text_model.layers) - 1) * 2
     assert np.array_equal(fused, separate)
     assert residual_gemm.disable_residual_gemm(text_model) == len(text_model.layers) - 1
@@ -298,7 +284,7 @@ def _swapped(model: torch.nn.Module) -> list[str]:
 
 
 def test_enable_installs_what_it_is_asked_for_and_disable_gives_the_stock_forwards_back(tiny_dir: Path) -> None:
-    model, _ = _load(tiny_dir)
+    model, _ = load_tiny(tiny_dir)
     text_model = model.base_model.language_model
     layers, audio_layers = len(text_model.layers), len(model.model.audio_tower.layers)
     assert fast_attention_enabled(model) and len(_swapped(model)) == layers  # the loader on the CPU: attention only
@@ -316,9 +302,9 @@ def test_enable_keeps_the_attention_options_of_a_model_that_runs_it(tiny_dir: Pa
     """A benchmark's A/B option (here the split path instead of the one-pass kernel) survives scoring."""
     from qvad.model.accel.decoder_attention import enable_fast_attention
 
-    model, processor = _load(tiny_dir)
+    model, processor = load_tiny(tiny_dir)
     enable_fast_attention(model, one_pass=False)
-    score_ab_logits(model, processor, _clips()[:2], None, 2)
+    score_ab_logits(model, processor, mixed_clips()[:2], None, 2)
     layer = model.base_model.language_model.layers[0].self_attn
     assert layer._qvad_one_pass is False
 

@@ -4,61 +4,44 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
 
-from qvad import SAMPLE_RATE
 from qvad.model.collate import ABCollator
-from qvad.model.loading import load_model_and_processor
 from qvad.model.presets.qwen2_tokenizer import SPECIAL_TOKEN_IDS, build_qwen2_audio_tokenizer, find_ranks_file
 from qvad.model.prompt import build_chat_text
+
+from tests.helpers import load_tiny, mixed_clips
 
 LAYOUTS = ("before_question", "after_question")
 
 
-def _load(tiny_dir: Path):
-    torch.manual_seed(0)
-    return load_model_and_processor({"preset": "tiny", "path": str(tiny_dir), "truncate_encoder": True}, "cpu",
-                                    for_training=False)
-
-
-def _clips() -> list[np.ndarray]:
-    """Noise and tones of mixed lengths (so rows pad differently and decisions differ)."""
-    rng = np.random.default_rng(5)
-    out = []
-    for i, seconds in enumerate((0.3, 1.0, 2.0, 1.3, 0.5, 0.8)):
-        t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
-        tone = 0.5 * np.sin(2 * np.pi * (200 + 300 * rng.random()) * t * (1 + t))
-        out.append((tone if i % 2 else 0.1 * rng.standard_normal(len(t))).astype(np.float32))
-    return out
 
 
 
 @pytest.mark.parametrize("position", LAYOUTS)
 def test_both_layouts_hold_one_audio_placeholder(tiny_dir: Path, position: str) -> None:
-    _, processor = _load(tiny_dir)
+    _, processor = load_tiny(tiny_dir)
     cfg = {"audio_position": position}
     text = build_chat_text(processor, cfg)
     assert text.count(processor.audio_token) == 1
     user_turn = text.split("<|im_start|>user\n", 1)[1]
     audio_first = user_turn.index(processor.audio_token) < user_turn.index("Choose one")
     assert audio_first == (position == "before_question")
-    batch = ABCollator(processor, cfg).prompt_batch(_clips())
+    batch = ABCollator(processor, cfg).prompt_batch(mixed_clips())
     assert ((batch["input_ids"] == processor.audio_token_id).sum(-1) > 0).all()
 
 
 def test_unknown_audio_position_is_refused(tiny_dir: Path) -> None:
-    _, processor = _load(tiny_dir)
+    _, processor = load_tiny(tiny_dir)
     with pytest.raises(ValueError, match="audio_position"):
         build_chat_text(processor, {"audio_position": "middle"})
 
 def test_question_first_prefix_covers_the_question(tiny_dir: Path) -> None:
     """After the question, every token before the audio is shared: the rows left are audio + answer slot."""
-    _, processor = _load(tiny_dir)
+    _, processor = load_tiny(tiny_dir)
     widths = {}
     for position in LAYOUTS:
-        ids = ABCollator(processor, {"audio_position": position}).prompt_batch([_clips()[1]])["input_ids"][0]
+        ids = ABCollator(processor, {"audio_position": position}).prompt_batch([mixed_clips()[1]])["input_ids"][0]
         first_audio = int((ids == processor.audio_token_id).nonzero()[0, 0])
         widths[position] = (len(ids), len(ids) - first_audio)
     assert widths["after_question"][1] < widths["before_question"][1] - 20
