@@ -138,3 +138,19 @@ def test_missing_keys_ignores_the_values_a_metric_is_broken_down_by() -> None:
     assert missing_keys(reference, produced, False) == []
     assert missing_keys(reference, {"systems": {"model": {"by": {}}}}, False) == [
         "systems.model.by.orig_sr", "systems.model.by.orig_sr.*", "systems.model.by.orig_sr.*.n"]
+
+
+def test_an_unfitted_glmm_is_not_a_missing_key() -> None:
+    """A small subset can leave a class without errors: the GLMM then reports a status, not coefficients."""
+    from benchmarks.gpu_pipeline.check import drop_unfitted
+
+    fitted = {"status": "fitted", "coefficients": {"intercept": {"mean": 1.0}}}
+    unfitted = {"status": "not fitted: needs both outcomes"}
+    reference = {"glmm": {"systems": {"model": {"speech": fitted, "nonspeech": fitted}}}}
+    produced = {"glmm": {"systems": {"model": {"speech": fitted, "nonspeech": unfitted}}}}
+    assert missing_keys(drop_unfitted(reference, produced), produced, False) == []
+    assert missing_keys(reference, produced, False)  # without it, the coefficients count as missing
+    broken = {"glmm": {"systems": {"model": {"speech": {"status": "fitted"}, "nonspeech": unfitted}}}}
+    assert missing_keys(drop_unfitted(reference, broken), broken, False) == [
+        "glmm.systems.model.speech.coefficients", "glmm.systems.model.speech.coefficients.intercept",
+        "glmm.systems.model.speech.coefficients.intercept.mean"]
