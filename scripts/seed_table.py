@@ -1,6 +1,6 @@
 """Seed variance from the pipeline itself: aggregate queued `dvc exp run`s into one table.
 
-Queue the runs (README "Seed variance"), e.g. training variance on the same data and test clips:
+Queue the runs (docs/results.md, "Seed variance"), e.g. training variance on the same data and test clips:
 
     for s in 1 2; do dvc exp run --queue -S train.seed=$s; done && dvc queue start -j 1
 

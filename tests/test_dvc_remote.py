@@ -1,7 +1,7 @@
 """Sharing data and experiments: push to a DVC remote, clone afresh, pull, and nothing recomputes.
 
 The project is committed to a throw-away git repo whose `origin` is a local bare repo, with a
-local-folder DVC remote (the same `dvc remote add` the README documents for a folder or S3).
+local-folder DVC remote (the same `dvc remote add` docs/reproducibility.md documents for a folder or S3).
 """
 
 from __future__ import annotations
