@@ -93,29 +93,42 @@ def build_tiny_causal_lm(out: Path) -> Path:
     return out
 
 
-def build_model_dir(root: Path, preset: str = "tiny") -> Path:
-    """models/{base,adapter,detector.json} laid out as train/evaluate write them, with an untrained adapter."""
+def lora_on_base(root: Path, preset: str, *, for_training: bool, **lora: object):  # noqa: ANN201
+    """``(model, processor, params, model_cfg)``: root/models/base built for ``preset`` (float32, CPU),
+    loaded after ``torch.manual_seed(0)``, with LoRA r 4 (plus ``lora`` overrides) as apply_lora sets it."""
     import torch
 
-    from qvad.detector_config import detector_config
     from qvad.model.loading import load_model_and_processor
     from qvad.model.lora import apply_lora
     from qvad.model.store import prepare_base
 
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    models = root / "models"
     model_cfg = {**params["model"], "preset": preset, "path": None, "quantization": "none", "dtype": "float32"}
-    loaded_cfg = prepare_base(model_cfg, 0, models / "base")
+    loaded_cfg = prepare_base(model_cfg, 0, root / "models" / "base")
     torch.manual_seed(0)
-    model, processor = load_model_and_processor(loaded_cfg, "cpu", for_training=False)
+    model, processor = load_model_and_processor(loaded_cfg, "cpu", for_training=for_training)
     # the tiny preset trains its tower in full, so it takes no encoder LoRA (apply_lora refuses it)
-    lora_cfg = {**params["lora"], "r": 4, **({"audio_layers": 0} if preset == "tiny" else {})}
+    lora_cfg = {**params["lora"], "r": 4, **lora, **({"audio_layers": 0} if preset == "tiny" else {})}
     model, _ = apply_lora(model, lora_cfg, preset)
+    return model, processor, params, model_cfg
+
+
+def save_models(root: Path, model, processor, params: dict, model_cfg: dict, temperature: float) -> Path:  # noqa: ANN001
+    """Write root/models/adapter and root/models/detector.json as train and evaluate do; root/models."""
+    from qvad.detector_config import detector_config
+
+    models = root / "models"
     model.save_pretrained(models / "adapter")
     processor.save_pretrained(models / "adapter")
-    cfg = detector_config({**params, "model": model_cfg}, temperature=1.7)
+    cfg = detector_config({**params, "model": model_cfg}, temperature=temperature)
     (models / "detector.json").write_text(json.dumps(cfg, indent=2))
     return models
+
+
+def build_model_dir(root: Path, preset: str = "tiny") -> Path:
+    """models/{base,adapter,detector.json} laid out as train/evaluate write them, with an untrained adapter."""
+    model, processor, params, model_cfg = lora_on_base(root, preset, for_training=False)
+    return save_models(root, model, processor, params, model_cfg, temperature=1.7)
 
 
 # ----------------------------------------------------------------------------- pipeline copies

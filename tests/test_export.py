@@ -34,6 +34,8 @@ from qvad.export.checks import ExportError
 from qvad.export.folder import export_models
 from qvad.export.model_card import SNIPPET_PLACEHOLDER, CardInputs, load_card_inputs, model_card, num, with_ci
 
+from tests.helpers import lora_on_base, save_models
+
 ROOT = Path(__file__).resolve().parents[1]
 TOL_P = 1e-5
 TOL_LOGIT = 1e-4
@@ -74,18 +76,8 @@ def trained_models(root: Path, preset: str, steps: int = 3) -> Path:
     import torch
 
     from qvad.model.collate import ABCollator
-    from qvad.model.loading import load_model_and_processor
-    from qvad.model.lora import apply_lora
-    from qvad.model.store import prepare_base
 
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    models = root / "models"
-    model_cfg = {**params["model"], "preset": preset, "path": None, "quantization": "none", "dtype": "float32"}
-    loaded = prepare_base(model_cfg, 0, models / "base")
-    torch.manual_seed(0)
-    model, processor = load_model_and_processor(loaded, "cpu", for_training=True)
-    lora_cfg = {**params["lora"], "r": 4, "dropout": 0.0, **({"audio_layers": 0} if preset == "tiny" else {})}
-    model, _ = apply_lora(model, lora_cfg, preset)
+    model, processor, params, model_cfg = lora_on_base(root, preset, for_training=True, dropout=0.0)
     collator = ABCollator(processor, params["prompt"])
     clips = _clips()
     examples = [{"audio": c[: 2 * SAMPLE_RATE], "label": int(i >= 2)} for i, c in enumerate(clips)]
@@ -95,11 +87,7 @@ def trained_models(root: Path, preset: str, steps: int = 3) -> Path:
         model(**collator(examples)).loss.backward()
         optimiser.step()
         optimiser.zero_grad()
-    model.save_pretrained(models / "adapter")
-    processor.save_pretrained(models / "adapter")
-    cfg = detector_config({**params, "model": model_cfg}, temperature=1.3)
-    (models / "detector.json").write_text(json.dumps(cfg, indent=2))
-    return models
+    return save_models(root, model, processor, params, model_cfg, temperature=1.3)
 
 
 @pytest.fixture(scope="module", params=["tiny", "whisper-tiny"])
