@@ -92,3 +92,18 @@ def test_wilson_interval_brackets_the_rate_and_stays_in_unit_range() -> None:
     rate = np.array([0.0, 0.5, 1.0])
     assert (low <= rate + 1e-12).all() and (rate - 1e-12 <= high).all()
     assert high[0] > 0 and low[2] < 1  # not zero-width at 0 % and 100 %
+
+
+def test_wilson_interval_holds_the_rate_exactly_at_0_and_100_percent(tmp_path: Path) -> None:
+    """Rounding put the bound on the wrong side of k/n (k = 0 of 3, 10 of 10...), and the
+    psychometric plot's error bars then raised 'yerr must not contain negative values'."""
+    n = np.arange(1, 200, dtype=np.float64)
+    for k in (np.zeros_like(n), n):
+        low, high = plots.wilson_interval(k, n)
+        assert (low <= k / n).all() and (k / n <= high).all()
+    points = pd.DataFrame({"system": "model", "duration_ms": [10.0, 20.0], "k": [0.0, 10.0], "n": [3.0, 10.0]})
+    curves = pd.DataFrame({"system": "model", "duration_ms": [10.0, 20.0], "p": [0.5, 0.9]})
+    thresholds = pd.DataFrame({"system": ["model"], "target": [0.75], "threshold": [np.nan], "ci_low": [np.nan],
+                               "ci_high": [np.nan]})
+    plots.psychometric_png(points, curves, thresholds, tmp_path / "p.png", x="duration_ms")
+    assert (tmp_path / "p.png").stat().st_size > 0

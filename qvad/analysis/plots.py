@@ -76,7 +76,9 @@ def wilson_interval(k: np.ndarray, n: np.ndarray, z: float = Z95) -> tuple[np.nd
     denom = 1.0 + z * z / n
     centre = (p + z * z / (2.0 * n)) / denom
     half = z * np.sqrt(p * (1.0 - p) / n + z * z / (4.0 * n * n)) / denom
-    return np.clip(centre - half, 0.0, 1.0), np.clip(centre + half, 0.0, 1.0)
+    # The interval holds p exactly; in floating point centre - half lands 1e-17 above 0 at k = 0
+    # (n = 3, 6, 7...) and centre + half below 1 at k = n, and error bars then get a negative length.
+    return np.clip(np.minimum(centre - half, p), 0.0, 1.0), np.clip(np.maximum(centre + half, p), 0.0, 1.0)
 
 
 def confusion_matrix_png(df: pd.DataFrame, path: str | os.PathLike, *, title: str = "") -> None:
