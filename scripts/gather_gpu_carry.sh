@@ -9,27 +9,31 @@
 # Then copy the repository with WHEELS and DATA to the GPU machine and run
 #   bash benchmarks/gpu_pipeline/run.sh OUT_DIR
 #
-# usage: scripts/gather_gpu_carry.sh [--dry-run] [--wheels DIR] [--data DIR] [--from CHECKOUT]
+# usage: scripts/gather_gpu_carry.sh [--dry-run] [--wheels DIR | --no-wheels] [--data DIR] [--from CHECKOUT]
 #                                    [--python PY] [SUBSET OPTIONS...]
 #   --dry-run      print every step and write nothing (no network)
 #   --wheels DIR   default .whl
+#   --no-wheels    the data subset only (e.g. a second part: --no-wheels --data .gpu_full --splits dev,test
+#                  --dev-per-cell 1000 --test-per-cell 1000 --psy-bases 40: the full-depth run's whole dev and test splits)
 #   --data DIR     default .gpu_data
 #   --from DIR     checkout whose data/ the subset is cut from (default .)
 #   --python PY    python with this project's requirements (default .venv/bin/python)
 #   SUBSET OPTIONS passed to subset.py: --train-per-cell N --dev-per-cell N --test-per-cell N --psy-bases N
+#                  --splits LIST
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DRY=0 WHEELS=.whl DATA=.gpu_data FROM=. PY=.venv/bin/python SUBSET_ARGS=()
+DRY=0 GET_WHEELS=1 WHEELS=.whl DATA=.gpu_data FROM=. PY=.venv/bin/python SUBSET_ARGS=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --dry-run) DRY=1 ;;
     --wheels) WHEELS=$2; shift ;;
+    --no-wheels) GET_WHEELS=0 ;;
     --data) DATA=$2; shift ;;
     --from) FROM=$2; shift ;;
     --python) PY=$2; shift ;;
-    --train-per-cell|--dev-per-cell|--test-per-cell|--psy-bases) SUBSET_ARGS+=("$1" "$2"); shift ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    --train-per-cell|--dev-per-cell|--test-per-cell|--psy-bases|--splits) SUBSET_ARGS+=("$1" "$2"); shift ;;
+    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
     *) echo "gather_gpu_carry.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -73,14 +77,17 @@ slim() {  # slim WHEEL PATTERN_OF_FILES_TO_DROP PATTERN_TO_KEEP
   rm -rf "$tmp"
 }
 
-run mkdir -p "$WHEELS"
-run "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-  "${PLATFORMS[@]}" -d "$WHEELS" "${PINS[@]}"
-slim "$WHEELS/bitsandbytes-0.50.2-py3-none-manylinux_2_24_x86_64.whl" 'libbitsandbytes_.*\.so$' "$KEEP_BNB"
-slim "$WHEELS/silero_vad-6.2.3-py3-none-any.whl" '^silero_vad/data/' "$KEEP_SILERO"
-slim "$WHEELS/ten_vad-1.0.6.9-py3-none-any.whl" '^ten_vad/lib/' "$KEEP_TEN"
-run bash -c "cd '$WHEELS' && apt-get download libc++1-14 libc++abi1-14 libunwind-14"
+if [ "$GET_WHEELS" = 1 ]; then
+  run mkdir -p "$WHEELS"
+  run "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+    "${PLATFORMS[@]}" -d "$WHEELS" "${PINS[@]}"
+  slim "$WHEELS/bitsandbytes-0.50.2-py3-none-manylinux_2_24_x86_64.whl" 'libbitsandbytes_.*\.so$' "$KEEP_BNB"
+  slim "$WHEELS/silero_vad-6.2.3-py3-none-any.whl" '^silero_vad/data/' "$KEEP_SILERO"
+  slim "$WHEELS/ten_vad-1.0.6.9-py3-none-any.whl" '^ten_vad/lib/' "$KEEP_TEN"
+  run bash -c "cd '$WHEELS' && apt-get download libc++1-14 libc++abi1-14 libunwind-14"
+fi
 run env PYTHONPATH=. "$PY" -m benchmarks.gpu_pipeline.subset --from "$FROM" --out "$DATA" "${SUBSET_ARGS[@]}"
 if [ "$DRY" = 0 ]; then
-  du -sh "$WHEELS" "$DATA"
+  du -sh "$DATA"
+  [ "$GET_WHEELS" = 0 ] || du -sh "$WHEELS"
 fi

@@ -13,6 +13,9 @@ the normalised clips (300 MB). What it writes under ``OUT``, laid out as the sta
   (float WAV under ``data/raw/audio``, so the voicing check sees the same samples). The stage run on
   this subset with that ``bases_per_class`` takes the same base cuts as on the full corpus (their
   order, and so the seeded noise of each variant, differs).
+
+``--splits test --test-per-cell 1000`` writes the whole test split and the bases alone: a second
+part for a carry too small for everything at once (``check.py --data FIRST --data SECOND``).
 """
 
 from __future__ import annotations
@@ -96,13 +99,15 @@ def write_bases(bases: pd.DataFrame, params: dict, out: Path) -> int:
     return size
 
 
-def build_subset(src_root: Path, out: Path, per_cell: dict[str, int], psy_bases: int) -> dict:
-    """Write the whole subset under ``out`` (replacing it); returns what was written."""
+def build_subset(src_root: Path, out: Path, per_cell: dict[str, int], psy_bases: int, source: str = ".") -> dict:
+    """Write the subset of the splits in ``per_cell`` under ``out`` (replacing it); returns what was written.
+
+    ``source`` is how the summary names ``src_root`` (as the user gave it: no machine's paths)."""
     params = load_params(src_root / "params.yaml")
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    summary: dict = {"source": str(src_root), "per_cell": per_cell, "psychometric_bases_per_class": psy_bases}
+    summary: dict = {"source": source, "per_cell": per_cell, "psychometric_bases_per_class": psy_bases}
     for name, k in per_cell.items():
         df = split_subset(src_root / "data/splits" / f"{name}.csv", k, int(params["seed"]))
         summary[name] = {"clips": len(df), "labels": df["label"].value_counts().to_dict(),
@@ -124,9 +129,15 @@ def main() -> None:
     ap.add_argument("--dev-per-cell", type=int, default=2)
     ap.add_argument("--test-per-cell", type=int, default=2)
     ap.add_argument("--psy-bases", type=int, default=8, help="psychometric bases per class")
+    ap.add_argument("--splits", default="train,dev,test",
+                    help="splits to write (e.g. test: a second part that check.py --data lays over the first)")
     args = ap.parse_args()
-    per_cell = {"train": args.train_per_cell, "dev": args.dev_per_cell, "test": args.test_per_cell}
-    print(json.dumps(build_subset(args.src.resolve(), args.out, per_cell, args.psy_bases), indent=2))
+    sizes = {"train": args.train_per_cell, "dev": args.dev_per_cell, "test": args.test_per_cell}
+    names = args.splits.split(",")
+    if not names or any(n not in sizes for n in names):
+        ap.error(f"--splits: choose among {list(sizes)}, got {args.splits!r}")
+    per_cell = {n: sizes[n] for n in names}
+    print(json.dumps(build_subset(args.src.resolve(), args.out, per_cell, args.psy_bases, str(args.src)), indent=2))
 
 
 if __name__ == "__main__":
