@@ -154,3 +154,51 @@ def test_an_unfitted_glmm_is_not_a_missing_key() -> None:
     assert missing_keys(drop_unfitted(reference, broken), broken, False) == [
         "glmm.systems.model.speech.coefficients", "glmm.systems.model.speech.coefficients.intercept",
         "glmm.systems.model.speech.coefficients.intercept.mean"]
+
+
+def test_a_second_data_part_replaces_the_first_parts_files(tmp_path: Path) -> None:
+    """check.py --data A --data B: B's test.csv and bases win, A's train stays, clips of both are there."""
+    from benchmarks.gpu_pipeline.check import make_workdir, subset_summary
+
+    first, second = tmp_path / "a", tmp_path / "b"
+    for root, files in ((first, {"splits/train.csv": "a", "splits/test.csv": "a", "normalized/audio/x.flac": "a"}),
+                        (second, {"splits/test.csv": "b", "normalized/audio/y.flac": "b"})):
+        for rel, text in files.items():
+            (root / "data" / rel).parent.mkdir(parents=True, exist_ok=True)
+            (root / "data" / rel).write_text(text)
+    (first / "subset.json").write_text(json.dumps({"per_cell": {"train": 9, "test": 1}, "psychometric_bases_per_class": 8,
+                                                   "train": {"clips": 540}, "test": {"clips": 60}}))
+    (second / "subset.json").write_text(json.dumps({"per_cell": {"test": 1000}, "psychometric_bases_per_class": 40,
+                                                    "test": {"clips": 570}}))
+    work = make_workdir(tmp_path / "work", [first, second], {"seed": 7})
+    read = {rel: (work / "data" / rel).read_text() for rel in
+            ("splits/train.csv", "splits/test.csv", "normalized/audio/x.flac", "normalized/audio/y.flac")}
+    assert read == {"splits/train.csv": "a", "splits/test.csv": "b", "normalized/audio/x.flac": "a",
+                    "normalized/audio/y.flac": "b"}
+    assert yaml.safe_load((work / "params.yaml").read_text())["seed"] == 7
+    merged = subset_summary([first, second])
+    assert merged["per_cell"] == {"train": 9, "test": 1000}
+    assert (merged["train"]["clips"], merged["test"]["clips"], merged["psychometric_bases_per_class"]) == (540, 570, 40)
+
+
+def test_check_refuses_a_job_count_below_one(tmp_path: Path) -> None:
+    from benchmarks.gpu_pipeline.check import parse_args
+
+    with pytest.raises(SystemExit):
+        parse_args(["--out", str(tmp_path), "--jobs", "0"])
+
+
+def test_projection_scales_only_the_training_loop() -> None:
+    from benchmarks.gpu_pipeline.projection import partial_splits, project
+
+    report = {"data": {"train": {"clips": 500}, "dev": {"clips": 100}, "test": {"clips": 570}},
+              "configurations": {"qwen-nf4": {
+                  "train_timing": {"train_wall_s": 40.0},
+                  "stages": {"train": {"exit_code": 0, "wall_s": 50.0, "process_wall_s": 60.0},
+                             "optimize_prompt": {"exit_code": 0, "wall_s": 20.0, "process_wall_s": 30.0},
+                             "evaluate": {"exit_code": 1, "wall_s": 5.0}}}}}
+    out = project(report, train_clips=1000)["qwen-nf4"]
+    assert out["stages"]["train"]["projected_s"] == 20.0 + 40.0 * 2
+    assert out["stages"]["optimize_prompt"]["projected_s"] == 30.0
+    assert out["stages"]["evaluate"]["measured_s"] is None and not out["complete"]
+    assert partial_splits(report, {"train": 1344, "dev": 486, "test": 570}) == ["dev 100 of 486"]
