@@ -201,6 +201,30 @@ def test_score_ab_on_peft_model_matches_generate(tiny_dir: Path) -> None:
     assert peft_model.training  # scoring restores the caller's mode
 
 
+def test_answer_logits_of_a_bf16_model_are_float32_products(tiny_dir: Path) -> None:
+    """The two answer logits are the float32 product of the last hidden state and the two lm_head
+    rows: rounded to bfloat16 (as they were) P(speech) moved in steps of ~0.03 on the 7B."""
+    model, processor = load_model_and_processor(
+        {"preset": "tiny", "path": str(tiny_dir), "truncate_encoder": True, "quantization": "bf16",
+         "dtype": "bfloat16"}, "cpu", for_training=False)
+    collator = ABCollator(processor)
+    with torch.no_grad():  # logits of the 7B's size, where a bfloat16 step is 0.125
+        model.get_output_embeddings().weight.mul_(24.0)
+    seen: list[torch.Tensor] = []
+    model.model.language_model.norm.register_forward_hook(lambda _m, _a, out: seen.append(out[:, -1]))
+    clips = _mixed_clips()
+    logits = score_ab_logits(model, processor, clips, None, batch_size=len(clips))
+    hidden = seen[-1].float()  # the batch (an earlier call computes the shared prefix)
+    rows = model.get_output_embeddings().weight.detach()[[collator.id_speech, collator.id_nonspeech]].float()
+    order = np.argsort([-len(a) for a in clips], kind="stable")  # the scorer's longest-first order
+    expected = np.empty_like(logits)
+    expected[order] = (hidden @ rows.T).numpy()
+    assert np.abs(expected).max() > 8  # the size where bfloat16 rounding is coarse
+    np.testing.assert_allclose(logits, expected, rtol=1e-6, atol=1e-5)
+    as_bf16 = torch.from_numpy(logits).bfloat16().float().numpy()
+    assert (as_bf16 != logits).any()  # not rounded to bfloat16 on the way
+
+
 # (4) ---------------------------------------------------------------------------------------------
 def _encoder_frames(model: torch.nn.Module) -> list[int]:
     """Record the mel length each encoder call receives."""

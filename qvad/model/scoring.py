@@ -129,6 +129,11 @@ def score_ab_logits(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     base = _unwrap(model)
     weight, bias = _answer_head(base, *answer_token_ids(processor.tokenizer))
+    # The two logits in float32 (no copy when the model already is): rounded to bfloat16 at the
+    # 7B's logit sizes (|z| of 16 to 32) they move in steps of 0.125, so P(speech) moved in steps
+    # of about 0.03 near 0.5, clips tied in the ranking metrics, and two batchings of one clip
+    # differed by whole steps (0.036 on the GPU check's bf16 run).
+    weight, bias = weight.float(), bias.float() if bias is not None else None
     device = weight.device
     collator = ABCollator(processor, prompt_cfg, feature_device if feature_device is not None else str(device),
                            device_mel=device_mel)
@@ -164,10 +169,10 @@ def score_ab_logits(
                 if PREFIX_KWARG in inputs:
                     inputs[PREFIX_KWARG].check_read(n_layers)
                 indices.append(idx)
-                logits.append(nn.functional.linear(hidden.to(weight.dtype), weight, bias))
+                logits.append(nn.functional.linear(hidden.float(), weight, bias))
             out = np.empty((len(audios), 2), dtype=np.float32)
             if logits:
-                out[np.concatenate(indices)] = torch.cat(logits).float().cpu().numpy()
+                out[np.concatenate(indices)] = torch.cat(logits).cpu().numpy()
     finally:
         model.train(was_training)
     return out
