@@ -202,3 +202,12 @@ def test_projection_scales_only_the_training_loop() -> None:
     assert out["stages"]["optimize_prompt"]["projected_s"] == 30.0
     assert out["stages"]["evaluate"]["measured_s"] is None and not out["complete"]
     assert partial_splits(report, {"train": 1344, "dev": 486, "test": 570}) == ["dev 100 of 486"]
+
+
+def test_environment_names_the_dvclive_version() -> None:
+    """dvclive has no __version__: the check reported it as unavailable although it had loaded."""
+    from importlib.metadata import version
+
+    from benchmarks.gpu_pipeline.check import environment
+
+    assert environment("cpu")["dvclive"] == version("dvclive")

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import argparse
 import copy
+import importlib
+import importlib.metadata
 import json
 import os
 import shutil
@@ -369,8 +371,9 @@ def environment(device: str) -> dict:
 
     info = {"python": sys.version.split()[0], "torch": torch.__version__, "transformers": transformers.__version__}
     for name in ("peft", "bitsandbytes", "dvclive"):
-        try:
-            info[name] = __import__(name).__version__
+        try:  # imported to show it loads; the version from its metadata (dvclive has no __version__)
+            importlib.import_module(name)
+            info[name] = importlib.metadata.version(name)
         except Exception as exc:  # noqa: BLE001
             info[name] = f"unavailable ({type(exc).__name__})"
     if device != "cpu":
