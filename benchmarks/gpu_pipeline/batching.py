@@ -22,6 +22,7 @@ from scipy.special import expit
 
 from benchmarks.gpu_pipeline.checkpoint import build_qwen2_audio
 from qvad.audio.io import read_wav
+from qvad.common.atomic import write_text
 from qvad.model.loading import load_model_and_processor
 from qvad.model.scoring import score_ab_logits
 
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
         result[name] = {"max_abs_dp": float(diff.max()), "mean_abs_dp": float(diff.mean())}
     text = json.dumps(result, indent=2)
     if args.out:
-        args.out.write_text(text + "\n")
+        write_text(args.out, text + "\n")
     print(text)
 
 

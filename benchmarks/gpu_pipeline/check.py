@@ -40,6 +40,8 @@ from typing import Any, Callable
 import pandas as pd
 import yaml
 
+from qvad.common.atomic import write_text
+
 REPO = Path(__file__).resolve().parents[2]
 STAGES = ("train", "optimize_prompt", "evaluate", "psychometric")
 METRICS = {"train": "train.json", "optimize_prompt": "opro.json", "evaluate": "eval.json",
@@ -277,11 +279,10 @@ def run_configuration(name: str, cfg: dict, path: str | None, args: argparse.Nam
     """Stages, then the adapter reload and ``qvad predict``, of one configuration, checked into
     ``entry``; ``publish(name, entry)`` after each step saves a copy (configurations may run in threads)."""
     start = time.perf_counter()
-    subset = subset_summary(args.data)
     overrides = {f"model.{k}": v for k, v in cfg["model"].items()}
     overrides["model.path"] = path
     overrides.update(cfg.get("params", {}))
-    overrides["psychometric.bases_per_class"] = int(subset["psychometric_bases_per_class"])
+    overrides["psychometric.bases_per_class"] = int(args.subset["psychometric_bases_per_class"])
     if args.device != "cpu":
         # all cores for the CPU parts (VAD baselines, bootstrap fits); shared out under --jobs
         overrides["cpu_threads"] = None if args.jobs == 1 else max(1, (os.cpu_count() or 1) // args.jobs)
@@ -358,13 +359,6 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """A reader (or a copy taken mid-run) sees the old file or the new one, never half of one."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def environment(device: str) -> dict:
     import torch
     import transformers
@@ -409,6 +403,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    args.subset = subset_summary(args.data)  # read once: every configuration's overrides take from it
     args.out.mkdir(parents=True, exist_ok=True)
     args.workdir.mkdir(parents=True, exist_ok=True)
     configs = configurations(args.device, args.widths, args.depth_pair, args.workdir / "checkpoints")
@@ -417,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         raise SystemExit(f"--configs: unknown {unknown}; for --device {args.device}: {list(configs)}")
     report = {"environment": environment(args.device), "device_arg": args.device, "widths": args.widths,
-              "depth": args.depth, "data": subset_summary(args.data),
+              "depth": args.depth, "data": args.subset,
               "jobs": args.jobs,
               "tolerance": TOLERANCE, "configurations": {}}
 
@@ -432,8 +427,9 @@ def main(argv: list[str] | None = None) -> int:
     def save() -> None:
         report["passed"] = all(e.get("passed") for e in report["configurations"].values()) and \
             len(report["configurations"]) == len(names)
-        write_atomic(args.out / "pipeline_check.json", json.dumps(report, indent=2, default=str) + "\n")
-        write_atomic(args.out / "pipeline_check.md", markdown(report))
+        # atomic: a copy taken mid-run sees a whole file
+        write_text(args.out / "pipeline_check.json", json.dumps(report, indent=2, default=str) + "\n")
+        write_text(args.out / "pipeline_check.md", markdown(report))
 
     paths, entries = {}, {}
     for name in names:  # one at a time: configurations can share a checkpoint folder

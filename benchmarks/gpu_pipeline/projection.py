@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from qvad.common.atomic import write_text
+
 STAGES = ("train", "optimize_prompt", "evaluate", "psychometric")
 
 
@@ -104,7 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     report = json.loads(args.report.read_text())
     text = markdown(report, project(report, train_clips), train_clips, partial_splits(report, sizes))
     if args.out:
-        args.out.write_text(text)
+        write_text(args.out, text)
     print(text, end="")
 
 
