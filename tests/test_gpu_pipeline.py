@@ -211,3 +211,16 @@ def test_environment_names_the_dvclive_version() -> None:
     from benchmarks.gpu_pipeline.check import environment
 
     assert environment("cpu")["dvclive"] == version("dvclive")
+
+
+def test_peak_reports_the_cards_memory_outside_torchs_allocator(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A small card must hold the CUDA context too: the card's used memory less the allocator's."""
+    from benchmarks.gpu import common
+
+    gib = common.GIB
+    monkeypatch.setattr(common, "CUDA", True)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *a: (int(70.5 * gib), 80 * gib))  # 9.5 GiB used
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda *a: int(7.99 * gib))
+    monkeypatch.setattr(torch.cuda, "max_memory_reserved", lambda *a: int(8.32 * gib))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda *a: 9 * gib)
+    assert common.peak() == {"peak_alloc_gib": 7.99, "peak_reserved_gib": 8.32, "outside_torch_gib": 0.5}

@@ -60,11 +60,21 @@ def reset_peak() -> None:
 
 
 def peak() -> dict[str, float]:
+    """Peak allocated and reserved GiB since :func:`reset_peak`, and the card's memory outside torch's allocator.
+
+    Reserved memory leaves out what the CUDA context, the cuBLAS / cuDNN handles and the loaded
+    kernels take on the card, which a small card must hold as well: ``outside_torch_gib`` is the
+    card's used memory (``cudaMemGetInfo``) less what this process's allocator holds now, so a run
+    needs about ``peak_reserved_gib + outside_torch_gib`` of the card. It also counts other
+    processes on the same GPU: read it from a benchmark that has the card to itself.
+    """
     if not CUDA:
         return {}
+    free, total = torch.cuda.mem_get_info()
     return {
         "peak_alloc_gib": round(torch.cuda.max_memory_allocated() / GIB, 2),
         "peak_reserved_gib": round(torch.cuda.max_memory_reserved() / GIB, 2),
+        "outside_torch_gib": round((total - free - torch.cuda.memory_reserved()) / GIB, 2),
     }
 
 
