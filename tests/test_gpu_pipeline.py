@@ -224,3 +224,24 @@ def test_peak_reports_the_cards_memory_outside_torchs_allocator(monkeypatch: pyt
     monkeypatch.setattr(torch.cuda, "max_memory_reserved", lambda *a: int(8.32 * gib))
     monkeypatch.setattr(torch.cuda, "memory_reserved", lambda *a: 9 * gib)
     assert common.peak() == {"peak_alloc_gib": 7.99, "peak_reserved_gib": 8.32, "outside_torch_gib": 0.5}
+
+
+def test_predict_comparison_keeps_what_a_miss_needs(tmp_path: Path) -> None:
+    """A failed comparison names its worst clips and the calibration, so it can be diagnosed afterwards."""
+    from benchmarks.gpu_pipeline.check import compare_predict
+
+    (tmp_path / "data/eval").mkdir(parents=True)
+    (tmp_path / "models").mkdir()
+    ids = [f"c{i:02d}" for i in range(60)]
+    p_eval = [0.5] * 60
+    p_pred = [0.5] * 59 + [0.55]
+    (tmp_path / "data/eval/predictions.csv").write_text(
+        "clip_id,p_speech,p_speech_calibrated\n" + "".join(f"{c},0.6,{p}\n" for c, p in zip(ids, p_eval)))
+    (tmp_path / "predict.csv").write_text(
+        "path,p_speech,error\n" + "".join(f"/x/{c}.flac,{p},\n" for c, p in zip(ids, p_pred)))
+    (tmp_path / "models/detector.json").write_text(json.dumps({"temperature": 0.25, "threshold": 0.5}))
+    out = compare_predict(tmp_path, "cuda")
+    assert not out["ok"] and out["decision_flips"] == 0 and out["max_abs_diff"] == pytest.approx(0.05)
+    assert out["temperature"] == 0.25 and out["threshold"] == 0.5
+    assert out["worst"][0] == {"clip_id": "c59", "p_speech": 0.6, "p_speech_calibrated": 0.5, "p_predict": 0.55}
+    assert len(out["worst"]) == 5

@@ -242,6 +242,10 @@ def check_counters(stage: str, row: dict, device: str, model_cfg: dict) -> dict:
     return out
 
 
+WORST_CLIPS = 5
+"""Clips with the largest |dP| kept in the result, for a miss to be diagnosed without the work folder."""
+
+
 def compare_predict(work: Path, device: str) -> dict:
     """``qvad predict``'s P(speech) against evaluate's calibrated probabilities, per test clip."""
     ours = pd.read_csv(work / "predict.csv", keep_default_na=False)
@@ -252,10 +256,18 @@ def compare_predict(work: Path, device: str) -> dict:
     diff = (both["p_predict"].astype(float) - both["p_speech_calibrated"].astype(float)).abs()
     tol = TOLERANCE["cpu" if device == "cpu" else "cuda"]
     errors = [e for e in ours["error"] if e]
+    detector = json.loads((work / "models" / "detector.json").read_text())
+    worst = both.assign(diff=diff).nlargest(WORST_CLIPS, "diff")
     return {"clips": int(len(both)), "errors": errors[:5], "max_abs_diff": float(diff.max()) if len(diff) else None,
             "mean_abs_diff": float(diff.mean()) if len(diff) else None, "tolerance": tol,
             "decision_flips": int(((both["p_predict"].astype(float) >= 0.5)
                                    != (both["p_speech_calibrated"].astype(float) >= 0.5)).sum()),
+            # what a miss needs to be understood: the calibration that scales a logit difference,
+            # and the clips behind the largest differences (uncalibrated and calibrated P)
+            "temperature": detector.get("temperature"), "threshold": detector.get("threshold"),
+            "worst": [{"clip_id": r.clip_id, "p_speech": float(r.p_speech),
+                       "p_speech_calibrated": float(r.p_speech_calibrated), "p_predict": float(r.p_predict)}
+                      for r in worst.itertuples()],
             "ok": len(both) >= 50 and not errors and float(diff.max()) <= tol}
 
 
