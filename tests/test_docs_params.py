@@ -40,7 +40,7 @@ def test_documented_overrides_name_real_params_keys(page: Path) -> None:
 def test_readme_documents_overrides() -> None:
     """The scan finds the README's lines at all (a changed flag spelling would make the test vacuous)."""
     keys = documented_keys((ROOT / "README.md").read_text(encoding="utf-8"))
-    assert {"model.preset", "model.gradient_checkpointing", "train.grad_accum"} <= keys
+    assert {"model.preset", "model.gradient_checkpointing", "train.batch_size"} <= keys
 
 
 def test_a_renamed_key_is_caught() -> None:
