@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from qvad.common.params import ParamsError, get
+
 ROOT = Path(__file__).resolve().parents[1]
 OVERRIDE = re.compile(r"(?:-S|--set)\s+([a-z_][\w.]*)=")  # lower case: `-S KEY=VALUE` is a placeholder
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -20,15 +22,14 @@ def documented_keys(text: str) -> set[str]:
 
 
 def missing_keys(keys: set[str], params: dict) -> list[str]:
-    """The keys of ``keys`` that params has no value at."""
-    def present(key: str) -> bool:
-        node = params
-        for part in key.split("."):
-            if not isinstance(node, dict) or part not in node:
-                return False
-            node = node[part]
-        return True
-    return sorted(k for k in keys if not present(k))
+    """The keys of ``keys`` that params has no value at (the stages' own lookup says so)."""
+    missing = []
+    for key in keys:
+        try:
+            get(params, key)
+        except ParamsError:
+            missing.append(key)
+    return sorted(missing)
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.relative_to(ROOT).as_posix())

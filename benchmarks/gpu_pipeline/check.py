@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import importlib
 import importlib.metadata
 import json
 import os
@@ -253,15 +252,15 @@ def compare_predict(work: Path, device: str) -> dict:
                          "error": ours["error"]})
     theirs = pd.read_csv(work / "data/eval/predictions.csv", keep_default_na=False)
     both = theirs.merge(ours, on="clip_id", how="inner")
-    diff = (both["p_predict"].astype(float) - both["p_speech_calibrated"].astype(float)).abs()
+    p_predict, p_evaluate = both["p_predict"].astype(float), both["p_speech_calibrated"].astype(float)
+    diff = (p_predict - p_evaluate).abs()
     tol = TOLERANCE["cpu" if device == "cpu" else "cuda"]
     errors = [e for e in ours["error"] if e]
     detector = json.loads((work / "models" / "detector.json").read_text())
     worst = both.assign(diff=diff).nlargest(WORST_CLIPS, "diff")
     return {"clips": int(len(both)), "errors": errors[:5], "max_abs_diff": float(diff.max()) if len(diff) else None,
             "mean_abs_diff": float(diff.mean()) if len(diff) else None, "tolerance": tol,
-            "decision_flips": int(((both["p_predict"].astype(float) >= 0.5)
-                                   != (both["p_speech_calibrated"].astype(float) >= 0.5)).sum()),
+            "decision_flips": int(((p_predict >= 0.5) != (p_evaluate >= 0.5)).sum()),
             # what a miss needs to be understood: the calibration that scales a logit difference,
             # and the clips behind the largest differences (uncalibrated and calibrated P)
             "temperature": detector.get("temperature"), "threshold": detector.get("threshold"),
