@@ -28,3 +28,15 @@ def test_peak_normalisation_keeps_level_structure_rms_does_not(rng):
     # ... while RMS normalisation forces it to 0 dB.
     rc, rn = (normalize(x, "rms")[0] for x in (clean, noisy))
     assert 10 * np.log10(ratio(rc, rn)) == pytest.approx(0.0, abs=0.01)
+
+
+@pytest.mark.parametrize("method", ["peak", "rms"])
+def test_normalising_a_normalised_clip_changes_no_sample(rng, method):
+    """qvad predict re-normalises the pipeline's own clips: they must reach the model as evaluate reads them."""
+    for x in (voiced_like(1.0), 0.3 * rng.standard_normal(16000).astype(np.float32)):
+        once, _ = normalize(x, method)
+        sixteen_bit = np.round(once * 32768).astype(np.float32) / 32768  # as a 16-bit file stores it
+        for stored in (once, sixteen_bit):
+            again, gain_db = normalize(stored, method)
+            assert gain_db == 0.0
+            assert np.array_equal(again, stored)
