@@ -12,8 +12,10 @@ fast-path counters). Then it checks:
 1. every stage exits 0;
 2. each metrics file has every key the CPU run's metrics file in the repository has (``metrics/``);
 3. the adapter reloads as evaluate loads it (:mod:`benchmarks.gpu_pipeline.reload`);
-4. ``qvad predict --device DEV`` on the test clips gives evaluate's calibrated probabilities
-   (``data/eval/predictions.csv``) within :data:`TOLERANCE`;
+4. ``qvad predict --device DEV --batch-size B`` on the test clips, B being ``evaluate.batch_size``,
+   gives evaluate's calibrated probabilities (``data/eval/predictions.csv``) within
+   :data:`TOLERANCE`; predict at its default batch size is compared too and reported beside it
+   (``predict_default_batch``), not checked: see :data:`TOLERANCE`;
 5. the fast paths ran in evaluate and the frozen-encoder cache in train (:data:`EXPECTED`).
 
 Everything lands in ``OUT/pipeline_check.json`` (saved after every stage) and a Markdown table in
@@ -52,10 +54,14 @@ DATA_DEPENDENT_TOP = {"categories.json"}
 TOLERANCE = {"cpu": 1e-3, "cuda": 0.02}
 """Largest |P(speech) from qvad predict - p_speech_calibrated from evaluate| accepted per clip.
 
-On the CPU both run in float32 and differ only by the re-normalisation of 16-bit clips. On a GPU
-they score in bfloat16 in batches of different size and make-up (evaluate: dev then test at
-``evaluate.batch_size``; predict: 64 files a batch), and cuBLAS picks kernels by shape, so the
-same clip's logits can differ by a few bfloat16 ulps."""
+Predict runs at ``evaluate.batch_size`` and reads the test clips in evaluate's order, so both
+score the same inputs (re-normalising a normalised clip changes no sample) in batches of the same
+shapes; the same kernels then give each clip the same logits, and the tolerance only bounds what
+is left (none was, on the CPU or the GPU runs since). At predict's default batch size (64 on a GPU)
+cuBLAS picks kernels by shape, and a clip's answer-logit difference moves by bfloat16 rounding
+(up to 0.02-0.035 on the 4 + 4 check models, measured on an H100); the calibrated P moves by that
+divided by the temperature, which for a collapsed random 4 + 4 model fits as low as 0.16 (P moved by
+0.054 in NF4). That figure is reported, not checked: it measures cuBLAS, not our code."""
 
 EXPECTED = {
     # stage: {counter (qvad.model.accel.counters, plus encoder_truncations): devices where it must be > 0}
@@ -150,22 +156,24 @@ def make_workdir(work: Path, data: list[Path], overrides: dict[str, Any]) -> Pat
     return work
 
 
-def run_stage(work: Path, stage: str, args: list[str], timeout: float, log: Path) -> dict:
-    """One stage in its own process (benchmarks.gpu_pipeline.stage); its result row."""
-    result = work / f"stage_{stage}.json"
+def run_stage(work: Path, stage: str, args: list[str], timeout: float, log: Path, name: str | None = None) -> dict:
+    """One stage in its own process (benchmarks.gpu_pipeline.stage); its result row, logged and saved
+    under ``name`` (default ``stage``: one stage run twice needs two names)."""
+    name = name or stage
+    result = work / f"stage_{name}.json"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
            "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "benchmarks.gpu_pipeline.stage", stage, str(result), *args]
     start = time.perf_counter()
     with open(log, "a") as out:
-        out.write(f"\n===== {work.name}: {stage} =====\n")
+        out.write(f"\n===== {work.name}: {name} =====\n")
         out.flush()
         try:
             code = subprocess.run(cmd, cwd=work, env=env, stdout=out, stderr=subprocess.STDOUT,
                                   timeout=max(timeout, 1)).returncode
         except subprocess.TimeoutExpired:
             code = "timeout"
-    row = json.loads(result.read_text()) if result.exists() else {"stage": stage}
+    row = json.loads(result.read_text()) if result.exists() else {"stage": name}
     row["exit_code"] = code
     # wall_s is timed inside the stage; process_wall_s adds the interpreter's start and imports
     row["process_wall_s"] = round(time.perf_counter() - start, 2)
@@ -245,9 +253,9 @@ WORST_CLIPS = 5
 """Clips with the largest |dP| kept in the result, for a miss to be diagnosed without the work folder."""
 
 
-def compare_predict(work: Path, device: str) -> dict:
-    """``qvad predict``'s P(speech) against evaluate's calibrated probabilities, per test clip."""
-    ours = pd.read_csv(work / "predict.csv", keep_default_na=False)
+def compare_predict(work: Path, device: str, csv: str = "predict.csv") -> dict:
+    """``qvad predict``'s P(speech) (``work``/``csv``) against evaluate's calibrated probabilities, per test clip."""
+    ours = pd.read_csv(work / csv, keep_default_na=False)
     ours = pd.DataFrame({"clip_id": [Path(p).stem for p in ours["path"]], "p_predict": ours["p_speech"],
                          "error": ours["error"]})
     theirs = pd.read_csv(work / "data/eval/predictions.csv", keep_default_na=False)
@@ -325,12 +333,19 @@ def run_configuration(name: str, cfg: dict, path: str | None, args: argparse.Nam
             "ok": row["exit_code"] == 0,
             **(json.loads((work / "reload.json").read_text()) if (work / "reload.json").exists() else {})}
         clips = pd.read_csv(work / "data/splits/test.csv", keep_default_na=False)["path"].tolist()
-        row = run_stage(work, "predict", [*clips, "--device", args.device, "--model-dir", "models",
-                                          "--out", "predict.csv", "--no-progress"],
-                        args.deadline - time.time(), log)
-        entry["stages"]["predict"] = row
-        entry["checks"]["predict_matches_evaluate"] = (compare_predict(work, args.device) if row["exit_code"] == 0
-                                                       else {"ok": False, "exit_code": row["exit_code"]})
+        batch = yaml.safe_load((work / "params.yaml").read_text())["evaluate"]["batch_size"]
+        for stage, csv, size in (("predict", "predict.csv", ["--batch-size", str(batch)]),
+                                 ("predict_default_batch", "predict_default_batch.csv", [])):
+            row = run_stage(work, "predict", [*clips, "--device", args.device, "--model-dir", "models",
+                                              *size, "--out", csv, "--no-progress"],
+                            args.deadline - time.time(), log, name=stage)
+            entry["stages"][stage] = row
+            result = (compare_predict(work, args.device, csv) if row["exit_code"] == 0
+                      else {"ok": False, "exit_code": row["exit_code"]})
+            if stage == "predict":
+                entry["checks"]["predict_matches_evaluate"] = {**result, "batch_size": batch}
+            else:
+                entry["predict_default_batch"] = result
     entry["passed"] = all_passed(entry)
     entry["wall_s"] = round(time.perf_counter() - start, 1)
     publish(name, entry)
@@ -361,12 +376,15 @@ def markdown(report: dict) -> str:
             lines.append(f"| {name} | {stage} | {row.get('exit_code')} | {row.get('wall_s')} | "
                          f"{row.get('process_wall_s', '-')} | "
                          f"{row.get('peak_allocated_gib', '-')} | {row.get('peak_reserved_gib', '-')} |")
-    lines += ["", "| configuration | all checks | train clips/s | predict max abs dP (tolerance) |", "|---|---|---|---|"]
+    lines += ["", "| configuration | all checks | train clips/s | predict max abs dP at evaluate's batch (tolerance) "
+              "| at predict's default batch (reported) |", "|---|---|---|---|---|"]
     for name, entry in report["configurations"].items():
         pred = entry["checks"].get("predict_matches_evaluate", {})
+        default = entry.get("predict_default_batch", {})
         lines.append(f"| {name} | {'pass' if entry.get('passed') else 'FAIL'} | "
                      f"{entry.get('train_timing', {}).get('train_clips_per_second', '-')} | "
-                     f"{pred.get('max_abs_diff', '-')} ({pred.get('tolerance', '-')}) |")
+                     f"{pred.get('max_abs_diff', '-')} ({pred.get('tolerance', '-')}) | "
+                     f"{default.get('max_abs_diff', '-')} |")
     return "\n".join(lines) + "\n"
 
 
