@@ -54,14 +54,13 @@ DATA_DEPENDENT_TOP = {"categories.json"}
 TOLERANCE = {"cpu": 1e-3, "cuda": 0.02}
 """Largest |P(speech) from qvad predict - p_speech_calibrated from evaluate| accepted per clip.
 
-Predict runs at ``evaluate.batch_size`` and reads the test clips in evaluate's order, so both
-score the same inputs (re-normalising a normalised clip changes no sample) in batches of the same
-shapes; the same kernels then give each clip the same logits, and the tolerance only bounds what
-is left (none was, on the CPU or the GPU runs since). At predict's default batch size (64 on a GPU)
-cuBLAS picks kernels by shape, and a clip's answer-logit difference moves by bfloat16 rounding
-(up to 0.02-0.035 on the 4 + 4 check models, measured on an H100); the calibrated P moves by that
-divided by the temperature, which for a collapsed random 4 + 4 model fits as low as 0.16 (P moved by
-0.054 in NF4). That figure is reported, not checked: it measures cuBLAS, not our code."""
+Predict runs at ``evaluate.batch_size`` on the test clips in evaluate's order, so both score the
+same samples (normalisation is idempotent: :data:`qvad.data.level.UNITY`) in batches of the same
+shapes, and the same kernels compute each clip. At predict's default batch size (64 on a GPU)
+cuBLAS picks kernels by shape and a clip's answer-logit difference moves by bfloat16 rounding; the
+calibrated P moves by that divided by the temperature, which for a collapsed random 4 + 4 model
+fits as low as 0.16. That comparison is reported (``predict_default_batch``), not checked: it
+measures cuBLAS's shape choices, not the pipeline's code."""
 
 EXPECTED = {
     # stage: {counter (qvad.model.accel.counters, plus encoder_truncations): devices where it must be > 0}
