@@ -11,7 +11,6 @@ what the scorer gave before it did (a bfloat16 product rounds its float32 sum th
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import pandas as pd
 import torch
 from scipy.special import expit
 
-from benchmarks.gpu_pipeline.checkpoint import build_qwen2_audio
+from benchmarks.gpu_pipeline.checkpoint import scoring_benchmark_args
 from qvad.audio.io import read_wav
 from qvad.common.atomic import write_text
 from qvad.model.loading import load_model_and_processor
@@ -36,17 +35,7 @@ def p_speech(logits: np.ndarray, bf16: bool) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=Path(".gpu_data"))
-    ap.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
-    ap.add_argument("--depth", default="4+4")
-    ap.add_argument("--workdir", type=Path, default=Path("/tmp/qvad_gpu_check/checkpoints"))
-    ap.add_argument("--out", type=Path, default=None, help="also write the figures here (JSON)")
-    args = ap.parse_args(argv)
-    widths = "7b" if args.device == "cuda" else "tiny"
-    audio_layers, text_layers = (int(x) for x in args.depth.split("+"))
-    ckpt = build_qwen2_audio(args.workdir / f"qwen2_audio_{widths}_{audio_layers}x{text_layers}", widths,
-                             audio_layers, text_layers, args.device)
+    args, ckpt = scoring_benchmark_args(__doc__.splitlines()[0], argv)
     dtype = "bfloat16" if args.device == "cuda" else "float32"
     model, processor = load_model_and_processor(
         {"preset": "qwen2-audio-7b-instruct", "path": str(ckpt), "quantization": "bf16" if args.device == "cuda"

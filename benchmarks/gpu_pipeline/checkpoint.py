@@ -15,6 +15,7 @@ build is reused (a 7B write is 17 GB).
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -82,3 +83,20 @@ def build_whisper_tiny(out: Path, seed: int = 1234) -> Path:
     save_checkpoint(out, seed, 384, whisper_features(), whisper_tiny_config)
     _stamp(out, spec)
     return out
+
+
+def scoring_benchmark_args(description: str, argv: list[str] | None) -> tuple[argparse.Namespace, Path]:
+    """The options of the benchmarks that score the subset with one random Qwen2-Audio checkpoint
+    (``batching``, ``inputs``), parsed, and that checkpoint: 7B widths on CUDA, tiny on the CPU."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--data", type=Path, default=Path(".gpu_data"))
+    ap.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
+    ap.add_argument("--depth", default="4+4")
+    ap.add_argument("--workdir", type=Path, default=Path("/tmp/qvad_gpu_check/checkpoints"))
+    ap.add_argument("--out", type=Path, default=None, help="also write the figures here (JSON)")
+    args = ap.parse_args(argv)
+    widths = "7b" if args.device == "cuda" else "tiny"
+    audio_layers, text_layers = (int(x) for x in args.depth.split("+"))
+    ckpt = build_qwen2_audio(args.workdir / f"qwen2_audio_{widths}_{audio_layers}x{text_layers}", widths,
+                             audio_layers, text_layers, args.device)
+    return args, ckpt

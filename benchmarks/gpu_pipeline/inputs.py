@@ -19,7 +19,6 @@ shapes: any difference comes from the samples alone.
 
 from __future__ import annotations
 
-import argparse
 import gc
 import json
 from pathlib import Path
@@ -29,7 +28,7 @@ import pandas as pd
 import torch
 import yaml
 
-from benchmarks.gpu_pipeline.checkpoint import build_qwen2_audio
+from benchmarks.gpu_pipeline.checkpoint import scoring_benchmark_args
 from qvad.audio.decode import decode_file
 from qvad.audio.io import read_wav
 from qvad.common.atomic import write_text
@@ -51,18 +50,8 @@ def inputs(paths: list[Path], norm: dict) -> dict[str, list[np.ndarray]]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=Path(".gpu_data"))
-    ap.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
-    ap.add_argument("--depth", default="4+4")
-    ap.add_argument("--workdir", type=Path, default=Path("/tmp/qvad_gpu_check/checkpoints"))
-    ap.add_argument("--out", type=Path, default=None, help="also write the figures here (JSON)")
-    args = ap.parse_args(argv)
+    args, ckpt = scoring_benchmark_args(__doc__.splitlines()[0], argv)
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    widths = "7b" if args.device == "cuda" else "tiny"
-    audio_layers, text_layers = (int(x) for x in args.depth.split("+"))
-    ckpt = build_qwen2_audio(args.workdir / f"qwen2_audio_{widths}_{audio_layers}x{text_layers}", widths,
-                             audio_layers, text_layers, args.device)
     test = pd.read_csv(args.data / "data/splits/test.csv", keep_default_na=False)
     clips = inputs([args.data / p for p in test["path"]], params["normalize"])
     batch = int(params["evaluate"]["batch_size"])
