@@ -11,17 +11,14 @@ what the scorer gave before it did (a bfloat16 product rounds its float32 sum th
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 from scipy.special import expit
 
-from benchmarks.gpu_pipeline.checkpoint import scoring_benchmark_args
+from benchmarks.gpu_pipeline.checkpoint import print_and_save, scoring_benchmark_args
 from qvad.audio.io import read_wav
-from qvad.common.atomic import write_text
 from qvad.model.loading import load_model_and_processor
 from qvad.model.scoring import score_ab_logits
 
@@ -49,10 +46,7 @@ def main(argv: list[str] | None = None) -> None:
     for name, bf16 in (("float32_logits", False), ("bfloat16_logits", True)):
         diff = np.abs(p_speech(logits[BATCHES[0]], bf16) - p_speech(logits[BATCHES[1]], bf16))
         result[name] = {"max_abs_dp": float(diff.max()), "mean_abs_dp": float(diff.mean())}
-    text = json.dumps(result, indent=2)
-    if args.out:
-        write_text(args.out, text + "\n")
-    print(text)
+    print_and_save(result, args.out)
 
 
 if __name__ == "__main__":

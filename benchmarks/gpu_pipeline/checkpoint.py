@@ -23,6 +23,7 @@ import torch
 from transformers import GenerationConfig, Qwen2AudioForConditionalGeneration
 
 from benchmarks.gpu.common import make_config
+from qvad.common.atomic import write_text
 from qvad.model.presets.qwen2_tokenizer import build_qwen2_audio_tokenizer
 from qvad.model.presets.tiny import build_feature_extractor, save_checkpoint, tiny_config
 from qvad.model.presets.whisper_tiny import build_feature_extractor as whisper_features
@@ -100,3 +101,11 @@ def scoring_benchmark_args(description: str, argv: list[str] | None) -> tuple[ar
     ckpt = build_qwen2_audio(args.workdir / f"qwen2_audio_{widths}_{audio_layers}x{text_layers}", widths,
                              audio_layers, text_layers, args.device)
     return args, ckpt
+
+
+def print_and_save(result: dict, out: Path | None) -> None:
+    """A scoring benchmark's figures: printed, and written to ``out`` (JSON) when given."""
+    text = json.dumps(result, indent=2)
+    if out:
+        write_text(out, text + "\n")
+    print(text)

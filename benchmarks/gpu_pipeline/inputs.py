@@ -20,7 +20,6 @@ shapes: any difference comes from the samples alone.
 from __future__ import annotations
 
 import gc
-import json
 from pathlib import Path
 
 import numpy as np
@@ -28,10 +27,9 @@ import pandas as pd
 import torch
 import yaml
 
-from benchmarks.gpu_pipeline.checkpoint import scoring_benchmark_args
+from benchmarks.gpu_pipeline.checkpoint import print_and_save, scoring_benchmark_args
 from qvad.audio.decode import decode_file
 from qvad.audio.io import read_wav
-from qvad.common.atomic import write_text
 from qvad.data.level import gain_for, normalize
 from qvad.model.loading import load_model_and_processor
 from qvad.model.scoring import score_ab_logits
@@ -74,10 +72,7 @@ def main(argv: list[str] | None = None) -> None:
         gc.collect()
         if args.device == "cuda":
             torch.cuda.empty_cache()
-    text = json.dumps(result, indent=2)
-    if args.out:
-        write_text(args.out, text + "\n")
-    print(text)
+    print_and_save(result, args.out)
 
 
 if __name__ == "__main__":
