@@ -11,7 +11,6 @@ what the scorer gave before it did (a bfloat16 product rounds its float32 sum th
 
 from __future__ import annotations
 
-
 import numpy as np
 import pandas as pd
 import torch
