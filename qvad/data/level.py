@@ -43,5 +43,5 @@ def normalize(x: np.ndarray, method: str, **kwargs: float) -> tuple[np.ndarray, 
     """
     g = gain_for(x, method, **kwargs)
     if abs(g - 1.0) <= UNITY:
-        return np.asarray(x, dtype=np.float32), 0.0
+        g = 1.0
     return np.clip(x * g, -1.0, 1.0).astype(np.float32), float(20 * np.log10(g))
