@@ -42,6 +42,7 @@ import pandas as pd
 import yaml
 
 from qvad.common.atomic import write_text
+from qvad.common.params import get, load_params
 
 REPO = Path(__file__).resolve().parents[2]
 STAGES = ("train", "optimize_prompt", "evaluate", "psychometric")
@@ -332,19 +333,20 @@ def run_configuration(name: str, cfg: dict, path: str | None, args: argparse.Nam
             "ok": row["exit_code"] == 0,
             **(json.loads((work / "reload.json").read_text()) if (work / "reload.json").exists() else {})}
         clips = pd.read_csv(work / "data/splits/test.csv", keep_default_na=False)["path"].tolist()
-        batch = yaml.safe_load((work / "params.yaml").read_text())["evaluate"]["batch_size"]
-        for stage, csv, size in (("predict", "predict.csv", ["--batch-size", str(batch)]),
-                                 ("predict_default_batch", "predict_default_batch.csv", [])):
+        batch = get(load_params(work / "params.yaml"), "evaluate.batch_size")
+
+        def predict(name: str, options: list[str]) -> dict:
+            """``qvad predict`` on the test clips into ``name``.csv, compared with evaluate."""
             row = run_stage(work, "predict", [*clips, "--device", args.device, "--model-dir", "models",
-                                              *size, "--out", csv, "--no-progress"],
-                            args.deadline - time.time(), log, name=stage)
-            entry["stages"][stage] = row
-            result = (compare_predict(work, args.device, csv) if row["exit_code"] == 0
-                      else {"ok": False, "exit_code": row["exit_code"]})
-            if stage == "predict":
-                entry["checks"]["predict_matches_evaluate"] = {**result, "batch_size": batch}
-            else:
-                entry["predict_default_batch"] = result
+                                              *options, "--out", f"{name}.csv", "--no-progress"],
+                            args.deadline - time.time(), log, name=name)
+            entry["stages"][name] = row
+            return (compare_predict(work, args.device, f"{name}.csv") if row["exit_code"] == 0
+                    else {"ok": False, "exit_code": row["exit_code"]})
+
+        entry["checks"]["predict_matches_evaluate"] = {**predict("predict", ["--batch-size", str(batch)]),
+                                                       "batch_size": batch}
+        entry["predict_default_batch"] = predict("predict_default_batch", [])
     entry["passed"] = all_passed(entry)
     entry["wall_s"] = round(time.perf_counter() - start, 1)
     publish(name, entry)

@@ -25,11 +25,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import yaml
 
 from benchmarks.gpu_pipeline.checkpoint import print_and_save, scoring_benchmark_args
 from qvad.audio.decode import decode_file
 from qvad.audio.io import read_wav
+from qvad.common.params import load_params
 from qvad.data.level import gain_for, normalize
 from qvad.model.loading import load_model_and_processor
 from qvad.model.scoring import score_ab_logits
@@ -49,7 +49,7 @@ def inputs(paths: list[Path], norm: dict) -> dict[str, list[np.ndarray]]:
 
 def main(argv: list[str] | None = None) -> None:
     args, ckpt = scoring_benchmark_args(__doc__.splitlines()[0], argv)
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params = load_params(REPO / "params.yaml")
     test = pd.read_csv(args.data / "data/splits/test.csv", keep_default_na=False)
     clips = inputs([args.data / p for p in test["path"]], params["normalize"])
     batch = int(params["evaluate"]["batch_size"])
