@@ -142,17 +142,14 @@ class Detector:
 
         ``key`` (e.g. the clip's start sample in its file) seeds the container noise.
         """
-        from qvad.data.level import normalize
+        from qvad.data.level import normalize_as
         from qvad.data.signal import in_container
 
         x = np.asarray(clip, dtype=np.float32)
         if self.container_len > x.size:
             rng = np.random.default_rng([self.seed, int(key), int(x.size)])
             x = in_container(x, self.container_len, self.config.container_noise_rel_db, rng)
-        norm = self.config.normalize
-        y, _ = normalize(x, norm["method"], **{k: float(norm[k]) for k in ("peak_target", "headroom_db", "rms_dbfs")
-                                               if k in norm})
-        return y
+        return normalize_as(x, self.config.normalize)[0]
 
     def layout(self, n_samples: int, window_ms: int | None = None, hop_ms: int | None = None) -> tuple[np.ndarray, int]:
         """``(start samples, window samples)``: one clip when the audio fits the container, else windows."""

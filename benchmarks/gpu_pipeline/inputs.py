@@ -30,7 +30,7 @@ from benchmarks.gpu_pipeline.checkpoint import print_and_save, scoring_benchmark
 from qvad.audio.decode import decode_file
 from qvad.audio.io import read_wav
 from qvad.common.params import load_params
-from qvad.data.level import gain_for, normalize
+from qvad.data.level import gain_for, normalize_as
 from qvad.model.loading import load_model_and_processor
 from qvad.model.scoring import score_ab_logits
 
@@ -39,11 +39,11 @@ REPO = Path(__file__).resolve().parents[2]
 
 def inputs(paths: list[Path], norm: dict) -> dict[str, list[np.ndarray]]:
     """The three versions of each clip (see the module docstring)."""
-    kwargs = {k: float(norm[k]) for k in ("peak_target", "headroom_db", "rms_dbfs")}
     decoded = [decode_file(p, None).audio for p in paths]
+    levels = {k: float(norm[k]) for k in ("peak_target", "headroom_db", "rms_dbfs")}
     return {"evaluate": [read_wav(p) for p in paths],
-            "predict": [normalize(x, norm["method"], **kwargs)[0] for x in decoded],
-            "renormalised": [np.clip(x * gain_for(x, norm["method"], **kwargs), -1.0, 1.0).astype(np.float32)
+            "predict": [normalize_as(x, norm)[0] for x in decoded],
+            "renormalised": [np.clip(x * gain_for(x, norm["method"], **levels), -1.0, 1.0).astype(np.float32)
                              for x in decoded]}
 
 

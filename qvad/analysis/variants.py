@@ -16,7 +16,7 @@ from scipy.signal import butter, fftconvolve, sosfiltfilt
 
 from qvad import SAMPLE_RATE
 from qvad.data.signal import active_mask, band_limit, colored_noise, in_container, mix_at_snr
-from qvad.data.level import normalize
+from qvad.data.level import normalize_as
 from qvad.data.render import VoicingError, cut_source, voiced_fraction
 
 
@@ -86,8 +86,7 @@ def render_variant(base: np.ndarray, label: str, cond: dict, cfg: dict, mix_cfg:
     container = int(round(mix_cfg["container_ms"] * SAMPLE_RATE / 1000))
     if container:
         x = in_container(x, container, mix_cfg["container_noise_rel_db"], rng)
-    y, _ = normalize(x, norm_cfg["method"], peak_target=norm_cfg["peak_target"],
-                     headroom_db=norm_cfg["headroom_db"], rms_dbfs=norm_cfg["rms_dbfs"])
+    y, _ = normalize_as(x, norm_cfg)
     return y
 
 

@@ -8,6 +8,9 @@ option for comparison.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import numpy as np
 
 METHODS = ("peak", "rms", "none")
@@ -45,3 +48,10 @@ def normalize(x: np.ndarray, method: str, **kwargs: float) -> tuple[np.ndarray, 
     if abs(g - 1.0) <= UNITY:
         g = 1.0
     return np.clip(x * g, -1.0, 1.0).astype(np.float32), float(20 * np.log10(g))
+
+
+def normalize_as(x: np.ndarray, cfg: Mapping[str, Any]) -> tuple[np.ndarray, float]:
+    """:func:`normalize` with params.yaml's ``normalize`` section (``method`` and its levels), so the
+    stage, the psychometric variants and ``qvad predict`` read one section one way."""
+    levels = {k: float(cfg[k]) for k in ("peak_target", "headroom_db", "rms_dbfs") if k in cfg}
+    return normalize(x, cfg["method"], **levels)

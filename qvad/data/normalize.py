@@ -10,7 +10,7 @@ from tqdm import tqdm
 from qvad.common.atomic import write_csv
 from qvad.audio.io import read_wav, write_wav
 from qvad.data.manifest import read_manifest
-from qvad.data.level import METHODS, normalize
+from qvad.data.level import METHODS, normalize_as
 from qvad.common.params import choice, get, require
 
 OUT = Path("data/normalized")
@@ -27,8 +27,7 @@ def normalize_clips(params: dict) -> None:
         shutil.rmtree(OUT)
     paths, gains = [], []
     for row in tqdm(manifest.itertuples(), total=len(manifest), desc="normalize", mininterval=5):
-        y, gain_db = normalize(read_wav(row.path), method, peak_target=cfg["peak_target"],
-                               headroom_db=cfg["headroom_db"], rms_dbfs=cfg["rms_dbfs"])
+        y, gain_db = normalize_as(read_wav(row.path), cfg)
         path = OUT / "audio" / f"{row.clip_id}.wav"
         write_wav(path, y)
         paths.append(path.as_posix())
