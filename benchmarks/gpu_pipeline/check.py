@@ -266,12 +266,13 @@ def compare_predict(work: Path, device: str, csv: str = "predict.csv") -> dict:
     errors = [e for e in ours["error"] if e]
     detector = json.loads((work / "models" / "detector.json").read_text())
     worst = both.assign(diff=diff).nlargest(WORST_CLIPS, "diff")
+    threshold = float(detector["threshold"])
     return {"clips": int(len(both)), "errors": errors[:5], "max_abs_diff": float(diff.max()) if len(diff) else None,
             "mean_abs_diff": float(diff.mean()) if len(diff) else None, "tolerance": tol,
-            "decision_flips": int(((p_predict >= 0.5) != (p_evaluate >= 0.5)).sum()),
+            "decision_flips": int(((p_predict >= threshold) != (p_evaluate >= threshold)).sum()),
             # what a miss needs to be understood: the calibration that scales a logit difference,
             # and the clips behind the largest differences (uncalibrated and calibrated P)
-            "temperature": detector.get("temperature"), "threshold": detector.get("threshold"),
+            "temperature": detector.get("temperature"), "threshold": threshold,
             "worst": [{"clip_id": r.clip_id, "p_speech": float(r.p_speech),
                        "p_speech_calibrated": float(r.p_speech_calibrated), "p_predict": float(r.p_predict)}
                       for r in worst.itertuples()],
